@@ -1,0 +1,1197 @@
+// Package coordinator is a generic write coordinator for storage engines:
+// it turns many concurrent writers into one ordered stream of epochs,
+// batches that stream into in-memory deltas, hands frozen deltas to a
+// background flusher, and tells every writer when its write is applied,
+// written and durable. It plays the role of the commit pipeline of an LSM
+// tree (think pebble's commit.go or bbolt's DB.Batch), with the data model
+// left to you.
+//
+// You implement two interfaces: a [Delta], the mutable in-memory batch that
+// writes are applied to, and a [Flusher], which persists frozen deltas and
+// makes storage durable. [New] infers every type parameter from them:
+//
+//	c, err := coordinator.New(coordinator.Config{}, newDelta, initialContext, snapshot, flusher)
+//	c.Start()
+//	defer c.Stop(ctx)
+//	h, err := c.Channel("default").Write(ctx, write)
+//	result, err := h.Wait(ctx, coordinator.Durable)
+//
+// Usage rules:
+//   - Writes enter through named, bounded [Channel] queues. [Channel.TryWrite]
+//     never blocks; [Channel.Write] waits for room or for its context.
+//   - Every applied write gets the next epoch, starting at 1. A
+//     [WriteHandle] waits for the write to reach [Applied], [Written] or
+//     [Durable]; waiting for Written or Durable is itself a request to flush.
+//   - Readers call [Coordinator.View] (or [Coordinator.Subscribe]) and never
+//     block writers; views are immutable.
+//   - [Coordinator.Stop] applies, flushes and syncs everything accepted, and
+//     returns the first error. Once the flusher fails for good, or user code
+//     panics, the coordinator is failed: every affected waiter and every
+//     later call gets an error wrapping the cause (see [FlushError]).
+//
+// Every blocking call takes a [context.Context] and returns its error,
+// wrapped, when it is done.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Delta is the mutable in-memory batch that writes are applied to. The
+// coordinator owns it and calls it from one goroutine at a time, so it needs
+// no locking of its own except what its readers (DV) need.
+//
+// Type parameters, which [New] infers from your implementation:
+//   - W: a write, as submitted through a [Channel].
+//   - R: what applying a write returns to its writer (use struct{} for none).
+//   - C: the context carried from one delta to the next: ID counters,
+//     dictionaries, anything that must continue across freezes.
+//   - F: a frozen delta, consumed by [Flusher.FlushDelta].
+//   - FV: a cheap read view of a frozen delta, kept in [View.Frozen] until
+//     the delta is written.
+//   - DV: a read view of the live delta, [View.Current]; it must observe
+//     writes as they are applied (and so must be safe for concurrent use
+//     with Apply).
+type Delta[W, R, C, F, FV, DV any] interface {
+	// Apply applies one write. An error rejects the write: it keeps its
+	// epoch but must leave the delta unchanged, and reaches the writer as
+	// an [*ApplyError].
+	Apply(write W) (R, error)
+	// EstimateSize returns the delta's size in bytes; when it reaches
+	// [Config.FlushSize] the delta is frozen.
+	EstimateSize() int
+	// Freeze ends the delta's life: it returns the data to flush, a read
+	// view of the same data, and the context for the next delta, which the
+	// coordinator creates with the function given to [New].
+	Freeze() (frozen F, view FV, next C)
+	// Reader returns a read view of the live delta.
+	Reader() DV
+}
+
+// Flusher persists frozen deltas. Its methods are called from one
+// goroutine, in epoch order, never concurrently with each other.
+//
+// S is the storage snapshot type: opaque state the flusher produces after
+// each delta (a read transaction, a manifest version, a map), published in
+// [View.Snapshot].
+type Flusher[F, S any] interface {
+	// FlushDelta writes one frozen delta holding epochs and returns the
+	// snapshot that includes it. It is retried on error according to
+	// [Config.Retry], so it must be safe to call again with the same delta.
+	FlushDelta(ctx context.Context, frozen F, epochs EpochRange) (S, error)
+	// FlushStorage makes everything written so far durable (fsync).
+	FlushStorage(ctx context.Context) error
+}
+
+// SyncPolicy says when the coordinator calls [Flusher.FlushStorage] on its
+// own. Independently of the policy, FlushStorage runs whenever a goroutine
+// waits for [Durable] (or calls [Coordinator.Flush] with Durable) and once
+// more at [Coordinator.Stop].
+type SyncPolicy uint8
+
+const (
+	// SyncOnDemand syncs only when someone waits for Durable. Concurrent
+	// requests coalesce: a request made while a sync is running is served
+	// by the next one.
+	SyncOnDemand SyncPolicy = iota
+	// SyncAlways syncs after every written delta.
+	SyncAlways
+)
+
+// RetryPolicy bounds how the coordinator retries a failing flusher call
+// before it gives up and fails. Panics are never retried.
+type RetryPolicy struct {
+	// Attempts is the total number of tries per call; 0 or 1 means no retry.
+	Attempts int
+	// Backoff is the wait before the first retry; it doubles each time up
+	// to MaxBackoff. Defaults: 10ms and 1s.
+	Backoff, MaxBackoff time.Duration
+	// Retryable reports whether an error is worth retrying; nil means all.
+	Retryable func(error) bool
+}
+
+// Config configures a [Coordinator]. The zero value is valid: zero fields
+// take the documented defaults. [New] validates it.
+type Config struct {
+	// Channels names the input channels. Default: one channel, "default".
+	Channels []string
+	// QueueCapacity bounds each channel's queue, in slots (a write or a
+	// batch). Default 10,000.
+	QueueCapacity int
+	// FlushInterval freezes the live delta when this long passed since
+	// the last freeze (or Start). Default 10s.
+	FlushInterval time.Duration
+	// FlushSize freezes the live delta once its EstimateSize reaches it.
+	// Default 64 MiB.
+	FlushSize int
+	// MaxPendingFlushes is how many frozen deltas may wait for the flusher
+	// beside the one it is writing; when they are all taken, the
+	// coordinator stops applying writes until one is written, and queues
+	// fill up (backpressure). Default 2.
+	MaxPendingFlushes int
+	// Sync is the sync policy. Default SyncOnDemand.
+	Sync SyncPolicy
+	// DisableFlushOnWait stops waits for Written and Durable from
+	// triggering a flush: deltas are then frozen only by size, interval,
+	// Flush and Stop. Durable waits still trigger syncs.
+	DisableFlushOnWait bool
+	// Retry is the retry policy for flusher errors. Default: no retry.
+	Retry RetryPolicy
+	// SubscriberBuffer is how many views a [Subscriber] buffers before it
+	// lags. Default 16.
+	SubscriberBuffer int
+	// SlowFlushThreshold reports (log, Stats, Observer) a flusher call still
+	// running after this long. Default 30s; negative disables it.
+	SlowFlushThreshold time.Duration
+	// Observer, if set, receives events for metrics.
+	Observer Observer
+	// Logger, if set, receives flush failures, retries, slow flushes and
+	// shutdown. Nil means silent.
+	Logger *slog.Logger
+}
+
+const (
+	defaultChannel     = "default"
+	defaultQueueCap    = 10_000
+	defaultInterval    = 10 * time.Second
+	defaultFlushSize   = 64 << 20
+	defaultPending     = 2
+	defaultSubBuffer   = 16
+	defaultSlowFlush   = 30 * time.Second
+	defaultBackoff     = 10 * time.Millisecond
+	defaultMaxBackoff  = time.Second
+	maxWritesPerTurn   = 4096 // queue slots applied per channel per turn
+	maxConfiguredQueue = 1 << 30
+)
+
+func (cfg Config) withDefaults() (Config, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(cfg.Channels) == 0 {
+		cfg.Channels = []string{defaultChannel}
+	}
+	seen := make(map[string]bool, len(cfg.Channels))
+	for _, name := range cfg.Channels {
+		if name == "" {
+			bad("empty channel name")
+		} else if seen[name] {
+			bad("duplicate channel name %q", name)
+		}
+		seen[name] = true
+	}
+	cfg.Channels = append([]string(nil), cfg.Channels...)
+	switch {
+	case cfg.QueueCapacity < 0 || cfg.QueueCapacity > maxConfiguredQueue:
+		bad("QueueCapacity %d out of range [0, %d]", cfg.QueueCapacity, maxConfiguredQueue)
+	case cfg.QueueCapacity == 0:
+		cfg.QueueCapacity = defaultQueueCap
+	}
+	switch {
+	case cfg.FlushInterval < 0:
+		bad("FlushInterval %v is negative", cfg.FlushInterval)
+	case cfg.FlushInterval == 0:
+		cfg.FlushInterval = defaultInterval
+	}
+	switch {
+	case cfg.FlushSize < 0:
+		bad("FlushSize %d is negative", cfg.FlushSize)
+	case cfg.FlushSize == 0:
+		cfg.FlushSize = defaultFlushSize
+	}
+	switch {
+	case cfg.MaxPendingFlushes < 0:
+		bad("MaxPendingFlushes %d is negative", cfg.MaxPendingFlushes)
+	case cfg.MaxPendingFlushes == 0:
+		cfg.MaxPendingFlushes = defaultPending
+	}
+	if cfg.Sync > SyncAlways {
+		bad("unknown SyncPolicy %d", cfg.Sync)
+	}
+	switch {
+	case cfg.SubscriberBuffer < 0:
+		bad("SubscriberBuffer %d is negative", cfg.SubscriberBuffer)
+	case cfg.SubscriberBuffer == 0:
+		cfg.SubscriberBuffer = defaultSubBuffer
+	}
+	if cfg.SlowFlushThreshold == 0 {
+		cfg.SlowFlushThreshold = defaultSlowFlush
+	}
+	r := &cfg.Retry
+	if r.Attempts < 0 || r.Backoff < 0 || r.MaxBackoff < 0 {
+		bad("Retry has a negative field: %+v", *r)
+	}
+	if r.Attempts == 0 {
+		r.Attempts = 1
+	}
+	if r.Backoff == 0 {
+		r.Backoff = defaultBackoff
+	}
+	if r.MaxBackoff == 0 {
+		r.MaxBackoff = max(defaultMaxBackoff, r.Backoff)
+	}
+	if r.MaxBackoff < r.Backoff {
+		bad("Retry.MaxBackoff %v is below Retry.Backoff %v", r.MaxBackoff, r.Backoff)
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
+	}
+	if len(errs) > 0 {
+		return cfg, fmt.Errorf("coordinator: invalid config: %w", errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+// pipeline is the part of the coordinator's state that does not depend on
+// the type parameters; handles hold a pointer to it.
+type pipeline struct {
+	marks    levels
+	syncReq  atomic.Uint64 // number of explicit sync requests made
+	syncDone watermark     // number of explicit sync requests served
+
+	// Demand: the highest epoch some goroutine waits to see Written or
+	// Durable. Raised by waiters, read by the coordinator and flusher.
+	wantWritten, wantDurable atomic.Uint64
+	// frozenThrough is the last epoch handed to the flusher. Written by
+	// the coordinator goroutine.
+	frozenThrough atomic.Uint64
+	// busy counts frozen deltas queued for or in the flusher, plus a
+	// running sync. The coordinator freezes for waiters only when it is 0,
+	// so that writes arriving during a flush are grouped into the next.
+	busy atomic.Int32
+
+	sleeping atomic.Bool   // the coordinator goroutine is about to block
+	wake     chan struct{} // buffer of 1: a pending wake-up for the coordinator
+	kick     chan struct{} // buffer of 1: a pending wake-up for the flusher
+	lazy     bool          // Config.DisableFlushOnWait
+
+	failOnce sync.Once
+	failErr  error         // written once, before failed is closed
+	failed   chan struct{} // closed when the coordinator fails
+}
+
+func (p *pipeline) wakeCoordinator() {
+	if p.sleeping.Load() && p.sleeping.CompareAndSwap(true, false) {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *pipeline) kickFlusher() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pipeline) isFailed() bool {
+	select {
+	case <-p.failed:
+		return true
+	default:
+		return false
+	}
+}
+
+// err returns the failure, or nil.
+func (p *pipeline) err() error {
+	if p.isFailed() {
+		return p.failErr
+	}
+	return nil
+}
+
+// fail records the coordinator's failure; only the first call counts. It
+// reports whether this call was the first.
+func (p *pipeline) fail(err error) bool {
+	first := false
+	p.failOnce.Do(func() {
+		p.failErr = err
+		close(p.failed)
+		first = true
+	})
+	if first {
+		p.marks.written.fail(err)
+		p.marks.durable.fail(err)
+		p.syncDone.fail(err)
+		p.kickFlusher()
+	}
+	return first
+}
+
+func raiseTo(v *atomic.Uint64, e uint64) bool {
+	for {
+		old := v.Load()
+		if old >= e {
+			return false
+		}
+		if v.CompareAndSwap(old, e) {
+			return true
+		}
+	}
+}
+
+// waitLevel waits until epoch e reaches level, first registering the
+// demand that makes the pipeline get it there.
+func (p *pipeline) waitLevel(ctx context.Context, level Durability, e uint64) error {
+	m := p.marks.get(level)
+	if m.Load() >= e {
+		return nil
+	}
+	if level >= Written && !p.lazy && raiseTo(&p.wantWritten, e) {
+		p.wakeCoordinator()
+	}
+	if level == Durable && raiseTo(&p.wantDurable, e) {
+		p.kickFlusher()
+	}
+	return m.wait(ctx, level, e)
+}
+
+// engine is the live delta with its types erased down to what the
+// coordinator goroutine needs; it hides the context and frozen types.
+type engine[W, R, FV, DV, S any] interface {
+	apply(W) (R, error)
+	size() int
+	reader() DV
+	// freeze freezes the live delta, starts the next one, and returns a
+	// function that flushes the frozen delta, and its read view.
+	freeze() (flushFunc[S], FV)
+}
+
+type flushFunc[S any] func(ctx context.Context, epochs EpochRange) (S, error)
+
+type deltaEngine[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any] struct {
+	d        D
+	newDelta func(C) D
+	flusher  Flusher[F, S]
+}
+
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) apply(w W) (R, error) { return e.d.Apply(w) }
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) size() int            { return e.d.EstimateSize() }
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) reader() DV           { return e.d.Reader() }
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) freeze() (flushFunc[S], FV) {
+	frozen, view, next := e.d.Freeze()
+	e.d = e.newDelta(next)
+	fl := e.flusher
+	return func(ctx context.Context, epochs EpochRange) (S, error) {
+		return fl.FlushDelta(ctx, frozen, epochs)
+	}, view
+}
+
+// flushJob is a frozen delta on its way through the flusher.
+type flushJob[S any] struct {
+	epochs EpochRange
+	reason FlushReason
+	bytes  int
+	flush  flushFunc[S]
+}
+
+// flushReq asks the coordinator goroutine to freeze the live delta.
+type flushReq struct {
+	reply chan flushReply // buffer of 1 so the coordinator never blocks replying
+}
+
+type flushReply struct {
+	epoch uint64
+	err   error
+}
+
+// Coordinator sequences writes from many goroutines into epochs, applies
+// them to a [Delta], and drives a [Flusher]. Create it with [New], then
+// [Coordinator.Start] it; [Coordinator.Stop] it when done. All methods are
+// safe for concurrent use. A Coordinator must not be copied.
+//
+// Type parameters: W write, R apply result, FV frozen-delta view, DV live
+// delta view, S storage snapshot (see [Delta] and [Flusher]). They are
+// inferred by [New]; give the instantiation a name with a type alias:
+//
+//	type KV = coordinator.Coordinator[Put, struct{}, *Segment, *Reader, *Manifest]
+//
+// # Design
+//
+// Two goroutines do the work; writers and readers only touch queues,
+// handles, watermarks and an atomic view pointer.
+//
+//	writers ──TryWrite/Write──▶ channel queues (bounded, pausable, one per name)
+//	                                 │ coordinator goroutine: takes each queue's
+//	                                 │ contents in turn (round robin)
+//	                                 ▼
+//	        sequence (epoch = next++) → Delta.Apply → applied watermark → complete handles
+//	                                 │ size ≥ FlushSize, interval, Flush, a waiter, Stop
+//	                                 ▼
+//	        Freeze → next delta from context → publish view (frozen += FV)
+//	                                 │ flush queue (MaxPendingFlushes; full = backpressure)
+//	                                 ▼ flusher goroutine
+//	        FlushDelta → publish view (snapshot, frozen -= FV) → written watermark
+//	                                 │ a Durable waiter, Flush(Durable), SyncAlways, Stop
+//	                                 ▼
+//	        FlushStorage → durable watermark
+//
+// Invariants:
+//
+//  1. Epochs start at 1 and are assigned consecutively in apply order; a
+//     frozen delta holds exactly the contiguous range [first, last+1), and
+//     ranges reach the flusher in order.
+//  2. A watermark moves only forward, and Applied ≥ Written ≥ Durable.
+//  3. A view is published before the watermark that announces its content:
+//     a goroutine woken at Written sees a view whose snapshot includes its
+//     write; a handle reports Applied only once the applied watermark
+//     covers it.
+//  4. Once a channel's Pause returns, nothing more from it is applied until
+//     Resume: the coordinator holds the channel's apply lock while it
+//     applies that channel's writes, and Pause takes it.
+//  5. Every accepted write is applied and flushed by Stop, or its handle
+//     reports an error. No waiter blocks forever: a failure fails every
+//     watermark beyond its current value, and Stop fails what is left with
+//     ErrClosed.
+//  6. After a failure no view claims data that will not be written: the
+//     final view keeps only the last snapshot.
+//
+// Group commit: waiting for Written or Durable raises a demand. The
+// coordinator freezes the live delta for a demand only when the flusher is
+// idle, so everything that arrives while a flush (and sync) is in flight is
+// written by the next one; and the flusher syncs once for every durability
+// request made before the sync started.
+//
+// Rejected designs: a Go channel per input merged with reflect.Select
+// (slow, and costs a lock per write on the consumer side where swapping a
+// slice under one lock takes a whole batch); a per-write channel for the
+// result (an allocation per write; handles use a pooled waiter only when
+// someone actually blocks); waking all waiters on every watermark change
+// (waiters sit in a heap ordered by epoch, so each wake-up is O(log n) and
+// only satisfied waiters run); letting Stop drop queued writes, or leaving
+// waiters to hang after a flush error, as the original did.
+type Coordinator[W, R, FV, DV, S any] struct {
+	cfg      Config
+	p        *pipeline
+	queues   []*queue[W, R]
+	channels map[string]*Channel[W, R]
+	hub      viewHub[FV, DV, S]
+	stats    stats
+	syncFn   func(context.Context) error
+
+	ctrl   chan flushReq     // unbuffered: a request is taken only by the coordinator goroutine
+	flushQ chan *flushJob[S] // capacity MaxPendingFlushes
+
+	// flushCtx is passed to flusher calls; Stop cancels it when its own
+	// context ends before shutdown completes.
+	flushCtx    context.Context
+	cancelFlush context.CancelFunc
+
+	startOnce, stopOnce sync.Once
+	stopping            chan struct{} // closed by Stop
+	runDone, flushDone  chan struct{} // closed when each goroutine exits
+	done                chan struct{} // closed when shutdown is complete
+	stopErr             error         // written before done is closed
+
+	// Owned by the coordinator goroutine.
+	eng        engine[W, R, FV, DV, S]
+	next       uint64 // the next epoch to assign
+	deltaStart uint64 // the first epoch of the live delta
+	timer      *time.Timer
+	rr         int // round-robin position
+	lastSize   int // the live delta's EstimateSize after the last apply
+}
+
+// New creates a coordinator. newDelta creates a delta that continues from a
+// context: New calls it with initial for the first delta, and the
+// coordinator calls it with the context each Freeze returns. snapshot is the
+// storage state to start from (View.Snapshot until the first flush).
+//
+// New validates cfg and returns an error describing every invalid field.
+// The coordinator does nothing until [Coordinator.Start]; writes may be
+// queued before.
+func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
+	cfg Config, newDelta func(C) D, initial C, snapshot S, flusher Flusher[F, S],
+) (*Coordinator[W, R, FV, DV, S], error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if newDelta == nil || flusher == nil {
+		return nil, errors.New("coordinator: New needs a newDelta function and a flusher")
+	}
+	p := &pipeline{
+		wake:   make(chan struct{}, 1),
+		kick:   make(chan struct{}, 1),
+		failed: make(chan struct{}),
+		lazy:   cfg.DisableFlushOnWait,
+	}
+	eng := &deltaEngine[D, W, R, C, F, FV, DV, S]{newDelta: newDelta, flusher: flusher}
+	eng.d = newDelta(initial)
+	c := &Coordinator[W, R, FV, DV, S]{
+		cfg:        cfg,
+		p:          p,
+		channels:   make(map[string]*Channel[W, R], len(cfg.Channels)),
+		syncFn:     flusher.FlushStorage,
+		ctrl:       make(chan flushReq),
+		flushQ:     make(chan *flushJob[S], cfg.MaxPendingFlushes),
+		stopping:   make(chan struct{}),
+		runDone:    make(chan struct{}),
+		flushDone:  make(chan struct{}),
+		done:       make(chan struct{}),
+		eng:        eng,
+		next:       1,
+		deltaStart: 1,
+	}
+	c.flushCtx, c.cancelFlush = context.WithCancel(context.Background())
+	for _, name := range cfg.Channels {
+		q := &queue[W, R]{name: name, capacity: cfg.QueueCapacity, p: p}
+		c.queues = append(c.queues, q)
+		c.channels[name] = &Channel[W, R]{q: q}
+	}
+	c.hub.cur.Store(&View[FV, DV, S]{Current: eng.reader(), Snapshot: snapshot})
+	return c, nil
+}
+
+// Channel returns the named input channel. It panics if the name was not
+// in [Config.Channels]: that is a programming error.
+func (c *Coordinator[W, R, FV, DV, S]) Channel(name string) *Channel[W, R] {
+	ch, ok := c.channels[name]
+	if !ok {
+		panic(fmt.Sprintf("coordinator: unknown channel %q", name))
+	}
+	return ch
+}
+
+// Start starts the coordinator's goroutines. Calling it again, or after
+// Stop, does nothing. The flush interval starts counting now.
+func (c *Coordinator[W, R, FV, DV, S]) Start() {
+	c.startOnce.Do(func() {
+		c.timer = time.NewTimer(c.cfg.FlushInterval)
+		go c.run()
+		go c.runFlusher()
+		go c.finish()
+	})
+}
+
+// Stop shuts the coordinator down: it stops accepting writes (they fail
+// with [ErrClosed]), applies every write already accepted — on paused
+// channels too —, flushes it, syncs storage, stops its goroutines and
+// returns the first error the coordinator met (nil if none). A coordinator
+// that was never started is started for this. Stop is idempotent: later
+// calls wait for the same shutdown and return the same error.
+//
+// If ctx ends first, Stop cancels the context given to the flusher and
+// returns ctx's error; the shutdown goes on in the background and a later
+// Stop can wait for it.
+func (c *Coordinator[W, R, FV, DV, S]) Stop(ctx context.Context) error {
+	c.stopOnce.Do(func() {
+		c.Start()
+		for _, q := range c.queues {
+			q.close(ErrClosed, false)
+		}
+		close(c.stopping)
+	})
+	select {
+	case <-c.done:
+		return c.stopErr
+	case <-ctx.Done():
+		c.cancelFlush()
+		return fmt.Errorf("coordinator: stop: %w", ctx.Err())
+	}
+}
+
+// Done returns a channel closed when the coordinator has shut down.
+func (c *Coordinator[W, R, FV, DV, S]) Done() <-chan struct{} { return c.done }
+
+// Err returns the error the coordinator failed with, or nil.
+func (c *Coordinator[W, R, FV, DV, S]) Err() error { return c.p.err() }
+
+// View returns the latest published view. It never blocks.
+func (c *Coordinator[W, R, FV, DV, S]) View() *View[FV, DV, S] { return c.hub.load() }
+
+// Subscribe returns a subscriber that receives every view published from
+// now on; the current view is captured atomically with the subscription
+// (see [Subscriber.Initialize]).
+func (c *Coordinator[W, R, FV, DV, S]) Subscribe() *Subscriber[FV, DV, S] {
+	return c.hub.subscribe(c.cfg.SubscriberBuffer)
+}
+
+// Watermarks returns the current watermarks without blocking.
+func (c *Coordinator[W, R, FV, DV, S]) Watermarks() Watermarks { return c.p.marks.snapshot() }
+
+// FlushedEpoch returns the written watermark: every epoch up to it is in
+// storage.
+func (c *Coordinator[W, R, FV, DV, S]) FlushedEpoch() uint64 { return c.p.marks.written.Load() }
+
+// WaitFor waits until epoch reaches level. Like [WriteHandle.Wait], waiting
+// for Written or Durable requests a flush.
+func (c *Coordinator[W, R, FV, DV, S]) WaitFor(ctx context.Context, level Durability, epoch uint64) error {
+	if !level.valid() {
+		return fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
+	}
+	return c.p.waitLevel(ctx, level, epoch)
+}
+
+// Flush freezes the live delta and hands it to the flusher, then waits
+// until it reaches level, and returns the epoch it covers: the last epoch
+// assigned. level Applied returns once the delta is frozen; Written once
+// the flusher wrote it; Durable once a FlushStorage that started after the
+// request completed — Durable always calls FlushStorage, even when there
+// was nothing new to write.
+//
+// Flush covers every write accepted on an unpaused channel before Flush
+// was called: the coordinator applies what is queued on those channels
+// before freezing. Writes queued on paused channels are not covered. A
+// flush with nothing new to write freezes nothing. If ctx ends after the
+// request was taken, the flush still happens; only the wait is abandoned.
+func (c *Coordinator[W, R, FV, DV, S]) Flush(ctx context.Context, level Durability) (uint64, error) {
+	if !level.valid() {
+		return 0, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
+	}
+	req := flushReq{reply: make(chan flushReply, 1)}
+	select {
+	case c.ctrl <- req:
+	case <-c.stopping:
+		return 0, fmt.Errorf("coordinator: flush: %w", ErrClosed)
+	case <-c.p.failed:
+		return 0, fmt.Errorf("coordinator: flush: %w", c.p.failErr)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("coordinator: flush: %w", ctx.Err())
+	}
+	var r flushReply
+	select {
+	case r = <-req.reply:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("coordinator: flush: %w", ctx.Err())
+	}
+	if r.err != nil {
+		return r.epoch, fmt.Errorf("coordinator: flush: %w", r.err)
+	}
+	if level == Durable {
+		n := c.p.syncReq.Add(1)
+		c.p.kickFlusher()
+		if err := c.p.syncDone.wait(ctx, Durable, n); err != nil {
+			return r.epoch, err
+		}
+	}
+	if level >= Written {
+		if err := c.p.waitLevel(ctx, level, r.epoch); err != nil {
+			return r.epoch, err
+		}
+	}
+	return r.epoch, nil
+}
+
+// Stats returns a snapshot of the coordinator's counters.
+func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
+	s := Stats{
+		Watermarks:     c.Watermarks(),
+		Channels:       make([]ChannelStats, len(c.queues)),
+		DeltaBytes:     int(c.stats.deltaBytes.Load()),
+		PendingFlushes: int(c.p.busy.Load()),
+		Syncs:          c.stats.syncs.Load(),
+		Retries:        c.stats.retries.Load(),
+		SlowFlushes:    c.stats.slowFlushes.Load(),
+		Apply:          c.stats.apply.load(),
+		Freeze:         c.stats.freeze.load(),
+		Dispatch:       c.stats.dispatch.load(),
+		FlushDelta:     c.stats.flushDelta.load(),
+		FlushStorage:   c.stats.flushStorage.load(),
+		Err:            c.p.err(),
+	}
+	for i := range s.Flushes {
+		s.Flushes[i] = c.stats.flushes[i].Load()
+	}
+	for i, q := range c.queues {
+		s.Channels[i] = ChannelStats{
+			Name:             q.name,
+			Depth:            int(q.depth.Load()),
+			Paused:           q.isPaused(),
+			Accepted:         q.accepted.Load(),
+			RejectedFull:     q.rejectedFull.Load(),
+			RejectedCanceled: q.rejectedCanceled.Load(),
+			RejectedClosed:   q.rejectedClosed.Load(),
+		}
+	}
+	return s
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) logger() *slog.Logger { return c.cfg.Logger }
+
+// fail fails the coordinator with err and publishes the final view.
+func (c *Coordinator[W, R, FV, DV, S]) fail(err error) {
+	if c.p.fail(err) {
+		c.hub.fail(err)
+		if l := c.logger(); l != nil {
+			l.Error("coordinator failed", "err", err)
+		}
+	}
+}
+
+// guard runs f, turning a panic into a *PanicError.
+func guard(op string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Op: op, Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return f()
+}
+
+// run is the coordinator goroutine.
+func (c *Coordinator[W, R, FV, DV, S]) run() {
+	defer close(c.runDone)
+	defer c.timer.Stop()
+	for {
+		if c.p.isFailed() {
+			c.failedLoop()
+			return
+		}
+		worked := c.round()
+		c.freezeOnDemand()
+		if worked {
+			// Keep applying, but do not starve control requests, the
+			// timer or Stop.
+			select {
+			case req := <-c.ctrl:
+				c.handleFlush(req)
+			case <-c.timer.C:
+				c.freeze(FlushInterval)
+			case <-c.stopping:
+				c.shutdown()
+				return
+			default:
+			}
+			continue
+		}
+		c.p.sleeping.Store(true)
+		if c.hasWork() {
+			c.p.sleeping.Store(false)
+			continue
+		}
+		select {
+		case <-c.p.wake:
+		case req := <-c.ctrl:
+			c.handleFlush(req)
+		case <-c.timer.C:
+			c.freeze(FlushInterval)
+		case <-c.p.failed:
+		case <-c.stopping:
+			c.p.sleeping.Store(false)
+			c.shutdown()
+			return
+		}
+		c.p.sleeping.Store(false)
+	}
+}
+
+// hasWork reports whether an unpaused channel has writes or a waiter's
+// demand can be served now.
+func (c *Coordinator[W, R, FV, DV, S]) hasWork() bool {
+	for _, q := range c.queues {
+		if q.depth.Load() > 0 && !q.isPaused() {
+			return true
+		}
+	}
+	return c.demandReady()
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) demandReady() bool {
+	return !c.p.lazy && c.next > c.deltaStart &&
+		c.p.wantWritten.Load() >= c.deltaStart && c.p.busy.Load() == 0
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
+	if c.demandReady() && !c.p.isFailed() {
+		c.freeze(FlushWait)
+	}
+}
+
+// round gives every channel one turn.
+func (c *Coordinator[W, R, FV, DV, S]) round() bool {
+	worked := false
+	n := len(c.queues)
+	for i := 0; i < n && !c.p.isFailed(); i++ {
+		if c.turn(c.queues[(c.rr+i)%n], false, maxWritesPerTurn) > 0 {
+			worked = true
+		}
+	}
+	c.rr++
+	return worked
+}
+
+// drain applies what the channels hold now: unpaused ones, or all of them
+// when ignorePause is set. It takes each channel's queue once, so writers
+// that keep writing cannot make it run forever.
+func (c *Coordinator[W, R, FV, DV, S]) drain(ignorePause bool) {
+	for _, q := range c.queues {
+		for c.turn(q, ignorePause, 0) > 0 && q.heldPos < len(q.held) && !c.p.isFailed() {
+		}
+	}
+}
+
+// turn applies up to limit slots (0: no limit) of q and returns how many it
+// applied. It freezes the delta when it reaches FlushSize.
+func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, limit int) int {
+	if q.heldPos >= len(q.held) && q.depth.Load() == 0 {
+		return 0
+	}
+	q.applyMu.Lock()
+	if !q.take(ignorePause) {
+		q.applyMu.Unlock()
+		return 0
+	}
+	start := time.Now()
+	first := c.next
+	lo, hi := q.heldPos, len(q.held)
+	if limit > 0 && hi-lo > limit {
+		hi = lo + limit
+	}
+	ops := q.held[lo:hi]
+	n, full, panicErr := c.applyOps(ops)
+	q.heldPos = lo + n
+	writes := int(c.next - first)
+	q.depth.Add(-int64(countWrites(ops[:n])))
+	q.applyMu.Unlock()
+
+	// Publish the watermark before completing handles (invariant 3).
+	if c.next > first {
+		c.p.marks.applied.advance(c.next - 1)
+	}
+	for i := range ops[:n] {
+		if o := &ops[i]; o.bh != nil {
+			o.bh.done.complete()
+		} else {
+			o.h.done.complete()
+		}
+	}
+	d := time.Since(start)
+	c.stats.apply.observe(d)
+	c.cfg.Observer.Applied(q.name, writes, d)
+	if panicErr != nil {
+		c.fail(panicErr)
+		return n
+	}
+	c.stats.deltaBytes.Store(int64(c.lastSize))
+	if full {
+		c.freeze(FlushSize)
+	}
+	return n
+}
+
+func countWrites[W, R any](ops []op[W, R]) int {
+	n := 0
+	for i := range ops {
+		n += ops[i].writes()
+	}
+	return n
+}
+
+// applyOps applies ops in order until they are done or the delta reaches
+// FlushSize. It returns how many ops it consumed (including one that
+// panicked) and the panic, if any. Handles get their results but are not
+// completed.
+func (c *Coordinator[W, R, FV, DV, S]) applyOps(ops []op[W, R]) (n int, full bool, panicErr error) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicErr = &PanicError{Op: "Apply", Value: r, Stack: debug.Stack()}
+			o := &ops[n]
+			if o.bh != nil {
+				o.bh.epochs.End = c.next
+				o.bh.err = panicErr
+			} else {
+				o.h.epoch, o.h.err = c.next-1, panicErr
+			}
+			n++
+		}
+	}()
+	limit := c.cfg.FlushSize
+	for ; n < len(ops); n++ {
+		o := &ops[n]
+		if o.bh == nil {
+			e := c.next
+			c.next++
+			r, err := c.eng.apply(o.write)
+			o.h.epoch, o.h.result = e, r
+			if err != nil {
+				o.h.err = &ApplyError{Epoch: e, Err: err}
+			}
+		} else {
+			bh := o.bh
+			bh.results = make([]Result[R], len(o.batch))
+			bh.epochs = EpochRange{Start: c.next, End: c.next}
+			for i, w := range o.batch {
+				e := c.next
+				c.next++
+				bh.epochs.End = c.next
+				r, err := c.eng.apply(w)
+				bh.results[i] = Result[R]{Epoch: e, Value: r}
+				if err != nil {
+					bh.results[i].Err = &ApplyError{Epoch: e, Err: err}
+				}
+			}
+		}
+		if c.lastSize = c.eng.size(); c.lastSize >= limit {
+			return n + 1, true, nil
+		}
+	}
+	return n, false, nil
+}
+
+// freeze freezes the live delta, if it holds any write, publishes the view
+// and hands the frozen delta to the flusher, waiting for room in the flush
+// queue. It resets the flush interval either way.
+func (c *Coordinator[W, R, FV, DV, S]) freeze(reason FlushReason) {
+	defer c.timer.Reset(c.cfg.FlushInterval)
+	if c.next == c.deltaStart || c.p.isFailed() {
+		return
+	}
+	epochs := EpochRange{Start: c.deltaStart, End: c.next}
+	start := time.Now()
+	var (
+		flush   flushFunc[S]
+		fv      FV
+		current DV
+		bytes   int
+	)
+	err := guard("Freeze", func() error {
+		bytes = c.eng.size()
+		flush, fv = c.eng.freeze()
+		current = c.eng.reader()
+		return nil
+	})
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.deltaStart = c.next
+	c.hub.freeze(FrozenDelta[FV]{View: fv, Epochs: epochs}, current)
+	c.p.frozenThrough.Store(epochs.Last())
+	c.lastSize = 0
+	c.stats.deltaBytes.Store(0)
+	d := time.Since(start)
+	c.stats.freeze.observe(d)
+	c.stats.flushes[reason].Add(1)
+	c.cfg.Observer.Frozen(reason, epochs, bytes, d)
+
+	c.p.busy.Add(1)
+	job := &flushJob[S]{epochs: epochs, reason: reason, bytes: bytes, flush: flush}
+	start = time.Now()
+	select {
+	case c.flushQ <- job:
+	default:
+		// The pipeline is full: this is where backpressure starts.
+		c.flushQ <- job
+	}
+	c.stats.dispatch.observe(time.Since(start))
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) handleFlush(req flushReq) {
+	c.drain(false)
+	c.freeze(FlushExplicit)
+	if err := c.p.err(); err != nil {
+		req.reply <- flushReply{err: err}
+		return
+	}
+	req.reply <- flushReply{epoch: c.next - 1}
+}
+
+// shutdown applies everything accepted, freezes it and closes the flush
+// queue. The queues were closed by Stop, so draining ends.
+func (c *Coordinator[W, R, FV, DV, S]) shutdown() {
+	for !c.p.isFailed() {
+		before := c.next
+		c.drain(true)
+		if c.next == before && c.queuesEmpty() {
+			break
+		}
+	}
+	c.freeze(FlushShutdown)
+	if err := c.p.err(); err != nil {
+		c.dropAll(err)
+	}
+	close(c.flushQ)
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) queuesEmpty() bool {
+	for _, q := range c.queues {
+		if q.depth.Load() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// dropAll fails every accepted write that was not applied.
+func (c *Coordinator[W, R, FV, DV, S]) dropAll(err error) {
+	for _, q := range c.queues {
+		q.applyMu.Lock()
+		q.close(fmt.Errorf("coordinator: write not applied: %w", err), true)
+		q.applyMu.Unlock()
+	}
+}
+
+// failedLoop runs after a failure: it fails every queued write and answers
+// requests with the failure until Stop.
+func (c *Coordinator[W, R, FV, DV, S]) failedLoop() {
+	err := c.p.failErr
+	c.dropAll(err)
+	c.hub.fail(err)
+	for {
+		select {
+		case req := <-c.ctrl:
+			req.reply <- flushReply{err: err}
+		case <-c.stopping:
+			close(c.flushQ)
+			return
+		}
+	}
+}
+
+// runFlusher is the flusher goroutine.
+func (c *Coordinator[W, R, FV, DV, S]) runFlusher() {
+	defer close(c.flushDone)
+	for {
+		select {
+		case job, ok := <-c.flushQ:
+			if !ok {
+				if !c.p.isFailed() {
+					c.sync()
+				}
+				return
+			}
+			c.flushDelta(job)
+		case <-c.p.kick:
+		}
+		c.maybeSync()
+		if c.p.busy.Load() == 0 {
+			c.p.wakeCoordinator()
+		}
+	}
+}
+
+// flushDelta writes one frozen delta, publishes the view, then advances the
+// written watermark (invariant 3).
+func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) {
+	defer c.p.busy.Add(-1)
+	if c.p.isFailed() {
+		return // lost with the failure; its waiters were failed already
+	}
+	var snap S
+	attempts, d, err := c.call("FlushDelta", job.epochs, func(ctx context.Context) error {
+		var err error
+		snap, err = job.flush(ctx, job.epochs)
+		return err
+	})
+	c.stats.flushDelta.observe(d)
+	info := FlushInfo{Reason: job.reason, Epochs: job.epochs, Bytes: job.bytes, Duration: d, Attempts: attempts}
+	if err != nil {
+		fe := &FlushError{Op: "FlushDelta", Epochs: job.epochs, Attempts: attempts, Err: err}
+		info.Err = fe
+		c.cfg.Observer.Flushed(info)
+		c.fail(fe)
+		return
+	}
+	c.hub.written(job.epochs, snap)
+	c.p.marks.written.advance(job.epochs.Last())
+	c.cfg.Observer.Flushed(info)
+}
+
+// maybeSync calls FlushStorage if the policy or a waiter asks for it.
+func (c *Coordinator[W, R, FV, DV, S]) maybeSync() {
+	if c.p.isFailed() {
+		return
+	}
+	written, durable := c.p.marks.written.Load(), c.p.marks.durable.Load()
+	forced := c.p.syncReq.Load() > c.p.syncDone.Load()
+	demand := c.p.wantDurable.Load()
+	// A waiter whose epoch is not written yet is better served after the
+	// queued deltas; sync early only if the queue is empty.
+	wanted := demand > durable && written > durable && (written >= demand || len(c.flushQ) == 0)
+	always := c.cfg.Sync == SyncAlways && written > durable
+	if forced || wanted || always {
+		c.sync()
+	}
+}
+
+// sync calls FlushStorage and advances the durable watermark to what was
+// written before it started.
+func (c *Coordinator[W, R, FV, DV, S]) sync() {
+	c.p.busy.Add(1)
+	defer c.p.busy.Add(-1)
+	req := c.p.syncReq.Load()
+	written, durable := c.p.marks.written.Load(), c.p.marks.durable.Load()
+	epochs := EpochRange{Start: durable + 1, End: written + 1}
+	attempts, d, err := c.call("FlushStorage", epochs, c.syncFn)
+	c.stats.flushStorage.observe(d)
+	info := SyncInfo{Durable: written, Duration: d, Attempts: attempts}
+	if err != nil {
+		fe := &FlushError{Op: "FlushStorage", Epochs: epochs, Attempts: attempts, Err: err}
+		info.Err = fe
+		c.cfg.Observer.Synced(info)
+		c.fail(fe)
+		return
+	}
+	c.stats.syncs.Add(1)
+	c.p.marks.durable.advance(written)
+	c.p.syncDone.advance(req)
+	c.cfg.Observer.Synced(info)
+}
+
+// call runs a flusher method with panic recovery, slow-call reporting and
+// the retry policy. It returns the attempts made and the total time.
+func (c *Coordinator[W, R, FV, DV, S]) call(op string, epochs EpochRange, f func(context.Context) error) (int, time.Duration, error) {
+	start := time.Now()
+	if c.cfg.SlowFlushThreshold > 0 {
+		t := time.AfterFunc(c.cfg.SlowFlushThreshold, func() {
+			c.stats.slowFlushes.Add(1)
+			c.cfg.Observer.SlowFlush(op, epochs, time.Since(start))
+			if l := c.logger(); l != nil {
+				l.Warn("coordinator: slow flush", "op", op, "epochs", epochs.String(), "running", time.Since(start))
+			}
+		})
+		defer t.Stop()
+	}
+	backoff := c.cfg.Retry.Backoff
+	for attempt := 1; ; attempt++ {
+		err := guard(op, func() error { return f(c.flushCtx) })
+		if err == nil {
+			return attempt, time.Since(start), nil
+		}
+		var pe *PanicError
+		retry := attempt < c.cfg.Retry.Attempts && !errors.As(err, &pe) && c.flushCtx.Err() == nil &&
+			(c.cfg.Retry.Retryable == nil || c.cfg.Retry.Retryable(err))
+		if !retry {
+			return attempt, time.Since(start), err
+		}
+		c.stats.retries.Add(1)
+		if l := c.logger(); l != nil {
+			l.Warn("coordinator: flusher call failed, retrying", "op", op, "epochs", epochs.String(),
+				"attempt", attempt, "backoff", backoff, "err", err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-c.flushCtx.Done():
+			t.Stop()
+			return attempt, time.Since(start), err
+		}
+		backoff = min(2*backoff, c.cfg.Retry.MaxBackoff)
+	}
+}
+
+// finish waits for both goroutines and settles what is left.
+func (c *Coordinator[W, R, FV, DV, S]) finish() {
+	<-c.runDone
+	<-c.flushDone
+	c.stopErr = c.p.err()
+	// Whatever was not reached now never will be.
+	c.p.marks.fail(ErrClosed)
+	c.p.syncDone.fail(ErrClosed)
+	c.hub.close()
+	c.cancelFlush()
+	if l := c.logger(); l != nil {
+		l.Info("coordinator stopped", "watermarks", fmt.Sprintf("%+v", c.Watermarks()), "err", c.stopErr)
+	}
+	close(c.done)
+}

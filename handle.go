@@ -1,0 +1,206 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// completion is a one-shot event that any number of goroutines can wait on
+// with a context. Completing it costs one atomic operation when nobody is
+// waiting; waiting allocates nothing in the steady state.
+type completion struct {
+	flags   atomic.Uint32
+	mu      sync.Mutex
+	waiters *waiter // protected by mu
+}
+
+const (
+	completionDone    = 1 << iota // the result fields are set
+	completionWaiters             // waiters is (or was) non-empty
+)
+
+// complete publishes the result fields written before it and wakes waiters.
+func (c *completion) complete() {
+	if c.flags.Or(completionDone)&completionWaiters == 0 {
+		return
+	}
+	c.mu.Lock()
+	w := c.waiters
+	c.waiters = nil
+	c.mu.Unlock()
+	for w != nil {
+		next := w.next // read before the send: the woken waiter reuses w
+		w.ch <- struct{}{}
+		w = next
+	}
+}
+
+func (c *completion) done() bool { return c.flags.Load()&completionDone != 0 }
+
+// wait blocks until complete was called or ctx is done.
+func (c *completion) wait(ctx context.Context) error {
+	if c.done() {
+		return nil
+	}
+	w := getWaiter()
+	c.mu.Lock()
+	w.next = c.waiters
+	c.waiters = w
+	if c.flags.Or(completionWaiters)&completionDone != 0 {
+		// Completed before we registered. A completer that saw an earlier
+		// waiter takes the list only after we unlock, so unlinking w now
+		// guarantees nobody will signal it.
+		c.removeLocked(w)
+		c.mu.Unlock()
+		putWaiter(w)
+		return nil
+	}
+	c.mu.Unlock()
+	select {
+	case <-w.ch:
+		putWaiter(w)
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		listed := c.removeLocked(w)
+		c.mu.Unlock()
+		if !listed {
+			// complete took the list with w on it; its token is on the
+			// way (the send never blocks). Consume it before reuse.
+			<-w.ch
+		}
+		putWaiter(w)
+		if c.done() {
+			return nil
+		}
+		return ctx.Err()
+	}
+}
+
+// removeLocked unlinks w if it is still listed and reports whether it was.
+func (c *completion) removeLocked(w *waiter) bool {
+	for p := &c.waiters; *p != nil; p = &(*p).next {
+		if *p == w {
+			*p = w.next
+			w.next = nil
+			return true
+		}
+	}
+	return false
+}
+
+// WriteHandle tracks one write through the pipeline. It is returned by
+// [Channel.Write] and [Channel.TryWrite].
+//
+// A WriteHandle is safe for concurrent use and its methods may be called any
+// number of times. It must not be copied.
+type WriteHandle[R any] struct {
+	done completion
+	p    *pipeline
+
+	// Set by the coordinator goroutine before done.complete; read only
+	// after done is observed.
+	epoch  uint64
+	result R
+	err    error
+}
+
+// Epoch waits until the write has been sequenced and returns its epoch.
+// If Apply rejected the write, the epoch is returned together with an
+// [*ApplyError]. If the write was never applied (the coordinator failed or
+// stopped first) the epoch is 0 and the error says why.
+func (h *WriteHandle[R]) Epoch(ctx context.Context) (uint64, error) {
+	if err := h.done.wait(ctx); err != nil {
+		return 0, fmt.Errorf("coordinator: waiting for epoch: %w", err)
+	}
+	return h.epoch, h.err
+}
+
+// Wait waits until the write reaches level and returns Apply's result.
+//
+// An error from Apply is returned as an [*ApplyError] as soon as the write
+// is applied, whatever the level. If the write's delta cannot reach level
+// because the flusher failed, the error wraps the [*FlushError]; if the
+// coordinator stopped first, it wraps [ErrClosed]. Waiting for Written or
+// Durable asks the coordinator to flush (and sync) the write soon, unless
+// [Config.DisableFlushOnWait] is set.
+func (h *WriteHandle[R]) Wait(ctx context.Context, level Durability) (R, error) {
+	var zero R
+	if !level.valid() {
+		return zero, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
+	}
+	if err := h.done.wait(ctx); err != nil {
+		return zero, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
+	}
+	if h.err != nil {
+		return h.result, h.err
+	}
+	if err := h.p.waitLevel(ctx, level, h.epoch); err != nil {
+		return h.result, err
+	}
+	return h.result, nil
+}
+
+// Applied reports, without blocking, whether the write has been sequenced.
+func (h *WriteHandle[R]) Applied() bool { return h.done.done() }
+
+func (h *WriteHandle[R]) finish(epoch uint64, r R, err error) {
+	h.epoch, h.result, h.err = epoch, r, err
+	h.done.complete()
+}
+
+// Result is the outcome of one write of a batch.
+type Result[R any] struct {
+	Epoch uint64 // the write's epoch; 0 if it was never applied
+	Value R      // what Apply returned
+	Err   error  // an [*ApplyError] if Apply rejected the write
+}
+
+// BatchHandle tracks a batch submitted with [Channel.WriteBatch]. The writes
+// of a batch are applied one after another with consecutive epochs and no
+// write from another batch in between.
+//
+// A BatchHandle is safe for concurrent use. It must not be copied.
+type BatchHandle[R any] struct {
+	done completion
+	p    *pipeline
+
+	// Set by the coordinator goroutine before done.complete.
+	epochs  EpochRange
+	results []Result[R]
+	err     error // the whole batch was not applied
+}
+
+// Epochs waits until the batch is applied and returns its epoch range.
+func (h *BatchHandle[R]) Epochs(ctx context.Context) (EpochRange, error) {
+	if err := h.done.wait(ctx); err != nil {
+		return EpochRange{}, fmt.Errorf("coordinator: waiting for epochs: %w", err)
+	}
+	return h.epochs, h.err
+}
+
+// Wait waits until every write of the batch reaches level and returns the
+// per-write results. Writes that Apply rejected have an [*ApplyError] in
+// their Result and do not make Wait fail; the error is for the batch as a
+// whole (not applied, flush failed, stopped, ctx done). The returned slice
+// is shared by every caller and must not be modified.
+func (h *BatchHandle[R]) Wait(ctx context.Context, level Durability) ([]Result[R], error) {
+	if !level.valid() {
+		return nil, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
+	}
+	if err := h.done.wait(ctx); err != nil {
+		return nil, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
+	}
+	if h.err != nil {
+		return nil, h.err
+	}
+	if h.epochs.Len() == 0 {
+		return h.results, nil
+	}
+	if err := h.p.waitLevel(ctx, level, h.epochs.Last()); err != nil {
+		return h.results, err
+	}
+	return h.results, nil
+}

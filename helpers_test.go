@@ -1,0 +1,278 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// This file holds the test double used across the package's tests: a port
+// of the reference's TestDelta, TestFlusher and in-memory storage.
+
+type testWrite struct {
+	key   string
+	value uint64
+	size  int
+}
+
+// testContext is carried from delta to delta, like an ID allocator.
+type testContext struct {
+	nextSeq uint64
+	err     error // if set, Apply rejects every write with it
+}
+
+type seqValue struct{ seq, value uint64 }
+
+// testReader sees writes as they are applied.
+type testReader struct {
+	mu   *sync.Mutex
+	data map[string]uint64
+}
+
+func (r testReader) get(key string) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.data[key]
+	return v, ok
+}
+
+func (r testReader) keys() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]bool, len(r.data))
+	for k := range r.data {
+		out[k] = true
+	}
+	return out
+}
+
+type testDelta struct {
+	ctx       testContext
+	writes    map[string]seqValue
+	mu        *sync.Mutex
+	keyValues map[string]uint64
+	size      int
+}
+
+type frozenTestDelta struct {
+	writes map[string]seqValue
+}
+
+func newTestDelta(ctx testContext) *testDelta {
+	return &testDelta{ctx: ctx, writes: map[string]seqValue{}, mu: new(sync.Mutex), keyValues: map[string]uint64{}}
+}
+
+func (d *testDelta) Apply(w testWrite) (struct{}, error) {
+	if d.ctx.err != nil {
+		return struct{}{}, d.ctx.err
+	}
+	seq := d.ctx.nextSeq
+	d.ctx.nextSeq++
+	d.writes[w.key] = seqValue{seq, w.value}
+	d.size += w.size
+	d.mu.Lock()
+	d.keyValues[w.key] = w.value
+	d.mu.Unlock()
+	return struct{}{}, nil
+}
+
+func (d *testDelta) EstimateSize() int { return d.size }
+
+func (d *testDelta) Freeze() (frozenTestDelta, map[string]uint64, testContext) {
+	d.mu.Lock()
+	view := maps.Clone(d.keyValues)
+	d.mu.Unlock()
+	return frozenTestDelta{writes: d.writes}, view, d.ctx
+}
+
+func (d *testDelta) Reader() testReader { return testReader{mu: d.mu, data: d.keyValues} }
+
+// memStorage is an in-memory key-value store with immutable snapshots.
+type memStorage struct {
+	mu   sync.Mutex
+	rows map[string]seqValue
+}
+
+// memSnapshot is an immutable copy of the storage's rows.
+type memSnapshot map[string]seqValue
+
+func (s *memStorage) snapshot() memSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.rows)
+}
+
+func (s *memStorage) put(rows map[string]seqValue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rows == nil {
+		s.rows = map[string]seqValue{}
+	}
+	maps.Copy(s.rows, rows)
+}
+
+type flushEvent struct {
+	frozen frozenTestDelta
+	epochs EpochRange
+}
+
+// testFlusher records every flushed delta. With flush control, its first
+// call (FlushDelta or FlushStorage) closes started and then waits for
+// unblock.
+type testFlusher struct {
+	storage *memStorage
+
+	mu       sync.Mutex
+	events   []flushEvent
+	syncs    int
+	started  chan struct{} // closed when the first call starts; nil without flush control
+	unblock  chan struct{} // the first call waits for it; nil without flush control
+	controls bool
+
+	// Fault injection: if set, called before each operation; a non-nil
+	// error fails the call. n counts calls of that kind from 1.
+	failDelta   func(n int, epochs EpochRange) error
+	failStorage func(n int) error
+	deltaCalls  int
+	storeCalls  int
+}
+
+func newTestFlusher() *testFlusher { return &testFlusher{storage: &memStorage{}} }
+
+// newControlledFlusher returns a flusher whose first call blocks until
+// unblock is closed; started is closed when that call begins.
+func newControlledFlusher() (f *testFlusher, started <-chan struct{}, unblock chan<- struct{}) {
+	f = newTestFlusher()
+	f.started, f.unblock, f.controls = make(chan struct{}), make(chan struct{}), true
+	return f, f.started, f.unblock
+}
+
+func (f *testFlusher) gate(ctx context.Context) error {
+	f.mu.Lock()
+	if !f.controls {
+		f.mu.Unlock()
+		return nil
+	}
+	f.controls = false
+	started, unblock := f.started, f.unblock
+	f.mu.Unlock()
+	close(started)
+	select {
+	case <-unblock:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *testFlusher) FlushDelta(ctx context.Context, frozen frozenTestDelta, epochs EpochRange) (memSnapshot, error) {
+	if err := f.gate(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.deltaCalls++
+	n, fail := f.deltaCalls, f.failDelta
+	f.mu.Unlock()
+	if fail != nil {
+		if err := fail(n, epochs); err != nil {
+			return nil, err
+		}
+	}
+	f.storage.put(frozen.writes)
+	f.mu.Lock()
+	f.events = append(f.events, flushEvent{frozen, epochs})
+	f.mu.Unlock()
+	return f.storage.snapshot(), nil
+}
+
+func (f *testFlusher) FlushStorage(ctx context.Context) error {
+	if err := f.gate(ctx); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.storeCalls++
+	n, fail := f.storeCalls, f.failStorage
+	f.mu.Unlock()
+	if fail != nil {
+		if err := fail(n); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	f.syncs++
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *testFlusher) flushedEvents() []flushEvent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]flushEvent(nil), f.events...)
+}
+
+func (f *testFlusher) syncCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.syncs
+}
+
+// testCoordinator is the fully instantiated coordinator of the tests.
+type testCoordinator = Coordinator[testWrite, struct{}, map[string]uint64, testReader, memSnapshot]
+
+// testConfig mirrors the reference's test_config: no timer or size flushes.
+func testConfig() Config {
+	return Config{
+		QueueCapacity:      100,
+		FlushInterval:      time.Hour,
+		FlushSize:          1 << 62,
+		DisableFlushOnWait: false,
+	}
+}
+
+func newTestCoordinator(t testing.TB, cfg Config, ctx testContext, f *testFlusher) *testCoordinator {
+	t.Helper()
+	c, err := New(cfg, newTestDelta, ctx, f.storage.snapshot(), f)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		// Stop is idempotent; this only makes sure nothing leaks when a
+		// test fails early. Tests that check Stop's result call it
+		// themselves.
+		_ = c.Stop(context.Background())
+	})
+	return c
+}
+
+func stop(t testing.TB, c *testCoordinator) {
+	t.Helper()
+	if err := c.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop() = %v; want nil", err)
+	}
+}
+
+// assertRows checks that snap holds exactly the expected (key, seq, value)
+// rows.
+func assertRows(t testing.TB, snap memSnapshot, want map[string]seqValue) {
+	t.Helper()
+	if len(snap) != len(want) {
+		t.Fatalf("snapshot has %d rows %v; want %d rows %v", len(snap), snap, len(want), want)
+	}
+	for k, w := range want {
+		got, ok := snap[k]
+		if !ok || got != w {
+			t.Fatalf("snapshot[%q] = %+v, %v; want %+v", k, got, ok, w)
+		}
+	}
+}
+
+var errInjected = errors.New("injected failure")
+
+func w(key string, value uint64, size int) testWrite { return testWrite{key, value, size} }

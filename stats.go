@@ -1,0 +1,161 @@
+package coordinator
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// FlushReason says why a delta was frozen and flushed.
+type FlushReason uint8
+
+const (
+	FlushSize     FlushReason = iota // the delta reached [Config.FlushSize]
+	FlushInterval                    // [Config.FlushInterval] passed without a flush
+	FlushExplicit                    // [Coordinator.Flush] was called
+	FlushWait                        // a goroutine waits for Written or Durable
+	FlushShutdown                    // [Coordinator.Stop]
+	numFlushReasons
+)
+
+func (r FlushReason) String() string {
+	switch r {
+	case FlushSize:
+		return "size"
+	case FlushInterval:
+		return "interval"
+	case FlushExplicit:
+		return "explicit"
+	case FlushWait:
+		return "wait"
+	case FlushShutdown:
+		return "shutdown"
+	}
+	return "unknown"
+}
+
+// Timing accumulates durations of one kind of operation.
+type Timing struct {
+	Count uint64
+	Total time.Duration
+	Max   time.Duration
+}
+
+type timing struct {
+	count, total, max atomic.Int64
+}
+
+func (t *timing) observe(d time.Duration) {
+	t.count.Add(1)
+	t.total.Add(int64(d))
+	for {
+		m := t.max.Load()
+		if int64(d) <= m || t.max.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+func (t *timing) load() Timing {
+	return Timing{Count: uint64(t.count.Load()), Total: time.Duration(t.total.Load()), Max: time.Duration(t.max.Load())}
+}
+
+// ChannelStats describes one input channel.
+type ChannelStats struct {
+	Name   string
+	Depth  int  // writes accepted and not yet applied
+	Paused bool // whether the channel is paused
+	// Accepted counts queue slots accepted (a batch is one slot).
+	Accepted uint64
+	// Rejected counts writes refused, by reason: queue full (TryWrite),
+	// context done while waiting for room (Write), closed or failed.
+	RejectedFull, RejectedCanceled, RejectedClosed uint64
+}
+
+// Stats is a point-in-time snapshot of the coordinator's counters, for
+// metrics exporters and debugging. Counters only grow; durations are
+// measured per batch, not per write.
+type Stats struct {
+	Watermarks Watermarks
+	Channels   []ChannelStats
+	// DeltaBytes is the live delta's EstimateSize after the last batch.
+	DeltaBytes int
+	// PendingFlushes is the number of frozen deltas queued for or being
+	// processed by the flusher.
+	PendingFlushes int
+	// Flushes counts frozen deltas by reason, indexed by [FlushReason].
+	Flushes [numFlushReasons]uint64
+	// Syncs counts completed FlushStorage calls.
+	Syncs uint64
+	// Retries counts flusher calls that failed and were retried.
+	Retries uint64
+	// SlowFlushes counts FlushDelta and FlushStorage calls that took
+	// longer than [Config.SlowFlushThreshold].
+	SlowFlushes uint64
+	// Apply times each batch of writes applied in one turn.
+	Apply Timing
+	// Freeze times Delta.Freeze plus creating the next delta.
+	Freeze Timing
+	// Dispatch times how long the coordinator waited to hand a frozen
+	// delta to the flusher (the pipeline's backpressure).
+	Dispatch Timing
+	// FlushDelta and FlushStorage time the flusher's calls.
+	FlushDelta, FlushStorage Timing
+	// Err is the failure, if the coordinator has failed.
+	Err error
+}
+
+// FlushInfo describes one frozen delta's trip through the flusher.
+type FlushInfo struct {
+	Reason   FlushReason
+	Epochs   EpochRange
+	Bytes    int           // EstimateSize of the delta when frozen
+	Duration time.Duration // time spent in FlushDelta, retries included
+	Attempts int
+	Err      error
+}
+
+// SyncInfo describes one FlushStorage call.
+type SyncInfo struct {
+	Durable  uint64 // the durable watermark it established
+	Duration time.Duration
+	Attempts int
+	Err      error
+}
+
+// Observer receives events from the coordinator, for metrics and tracing.
+// Methods are called synchronously from the coordinator's goroutines and
+// must be fast and must not call back into the coordinator. Embed
+// [NopObserver] to implement only some methods.
+type Observer interface {
+	// Applied is called after each batch of writes applied in one turn.
+	Applied(channel string, writes int, d time.Duration)
+	// Frozen is called when a delta is frozen, before it is handed to the
+	// flusher.
+	Frozen(reason FlushReason, epochs EpochRange, bytes int, d time.Duration)
+	// Flushed is called when FlushDelta finished (or finally failed).
+	Flushed(FlushInfo)
+	// Synced is called when FlushStorage finished (or finally failed).
+	Synced(SyncInfo)
+	// SlowFlush is called while a flusher call has been running longer
+	// than [Config.SlowFlushThreshold]; op is "FlushDelta" or
+	// "FlushStorage".
+	SlowFlush(op string, epochs EpochRange, running time.Duration)
+}
+
+// NopObserver implements [Observer] and ignores every event.
+type NopObserver struct{}
+
+func (NopObserver) Applied(string, int, time.Duration)                 {}
+func (NopObserver) Frozen(FlushReason, EpochRange, int, time.Duration) {}
+func (NopObserver) Flushed(FlushInfo)                                  {}
+func (NopObserver) Synced(SyncInfo)                                    {}
+func (NopObserver) SlowFlush(string, EpochRange, time.Duration)        {}
+
+type stats struct {
+	deltaBytes                                        atomic.Int64
+	flushes                                           [numFlushReasons]atomic.Uint64
+	syncs                                             atomic.Uint64
+	retries                                           atomic.Uint64
+	slowFlushes                                       atomic.Uint64
+	apply, freeze, dispatch, flushDelta, flushStorage timing
+}

@@ -1,0 +1,260 @@
+package coordinator
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Durability is how far a write has progressed through the pipeline. The
+// levels are ordered: a write that is Durable is also Written and Applied.
+type Durability uint8
+
+const (
+	// Applied: the write has been sequenced and applied to the live delta;
+	// readers of [Coordinator.View] see it.
+	Applied Durability = iota + 1
+	// Written: the delta holding the write has been persisted by
+	// [Flusher.FlushDelta] and the view's snapshot includes it.
+	Written
+	// Durable: [Flusher.FlushStorage] completed after the write was written.
+	Durable
+)
+
+func (d Durability) String() string {
+	switch d {
+	case Applied:
+		return "Applied"
+	case Written:
+		return "Written"
+	case Durable:
+		return "Durable"
+	}
+	return fmt.Sprintf("Durability(%d)", uint8(d))
+}
+
+func (d Durability) valid() bool { return d >= Applied && d <= Durable }
+
+// EpochRange is the half-open range of epochs [Start, End).
+type EpochRange struct {
+	Start, End uint64
+}
+
+// Contains reports whether e is in the range.
+func (r EpochRange) Contains(e uint64) bool { return r.Start <= e && e < r.End }
+
+// Len is the number of epochs in the range.
+func (r EpochRange) Len() uint64 { return r.End - r.Start }
+
+// Last is the last epoch in the range; it is meaningless for an empty range.
+func (r EpochRange) Last() uint64 { return r.End - 1 }
+
+func (r EpochRange) String() string { return fmt.Sprintf("[%d, %d)", r.Start, r.End) }
+
+// waiter is a parked goroutine. Waiters come from a pool so that waiting
+// allocates nothing in the steady state; ch has a buffer of 1 so the waker
+// never blocks, whether or not the waiter is still listening.
+type waiter struct {
+	ch    chan struct{}
+	epoch uint64
+	index int     // position in a watermark's heap, -1 when not in one
+	next  *waiter // link in a completion's list
+}
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1), index: -1} }}
+
+func getWaiter() *waiter { return waiterPool.Get().(*waiter) }
+
+// putWaiter returns w to the pool. Only call it once w can no longer be
+// signalled, and after its token (if any) was consumed.
+func putWaiter(w *waiter) {
+	w.next, w.index = nil, -1
+	waiterPool.Put(w)
+}
+
+type waiterHeap []*waiter
+
+func (h waiterHeap) Len() int           { return len(h) }
+func (h waiterHeap) Less(i, j int) bool { return h[i].epoch < h[j].epoch }
+func (h waiterHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *waiterHeap) Push(x any) {
+	w := x.(*waiter)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+func (h *waiterHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.index = -1
+	return w
+}
+
+// watermark is a monotonically increasing epoch that goroutines can wait on.
+// Reads are a single atomic load. Advancing wakes exactly the waiters whose
+// epoch was reached, so the cost is O(log n) per waiter, never per epoch.
+//
+// The zero value is a watermark at 0 with no waiters. A watermark can be
+// failed: waiters beyond the current value then return the failure, and so
+// does every later wait beyond it.
+type watermark struct {
+	v atomic.Uint64
+
+	mu      sync.Mutex
+	waiters waiterHeap // protected by mu
+	err     error      // protected by mu; terminal error for epochs > v
+}
+
+// Load returns the current value.
+func (m *watermark) Load() uint64 { return m.v.Load() }
+
+// advance raises the watermark to e (never lowers it) and wakes the waiters
+// it satisfies.
+func (m *watermark) advance(e uint64) {
+	if e <= m.v.Load() {
+		return
+	}
+	m.mu.Lock()
+	if e > m.v.Load() {
+		m.v.Store(e)
+	}
+	for len(m.waiters) > 0 && m.waiters[0].epoch <= e {
+		w := heap.Pop(&m.waiters).(*waiter)
+		w.ch <- struct{}{}
+	}
+	m.mu.Unlock()
+}
+
+// fail makes every current and future wait beyond the current value return
+// err. Only the first call has an effect.
+func (m *watermark) fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return
+	}
+	m.err = err
+	for len(m.waiters) > 0 {
+		w := heap.Pop(&m.waiters).(*waiter)
+		w.ch <- struct{}{}
+	}
+}
+
+// wait blocks until the watermark reaches e, the watermark fails, or ctx is
+// done. level only labels errors.
+func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error {
+	if m.v.Load() >= e {
+		return nil
+	}
+	w := getWaiter()
+	w.epoch = e
+	m.mu.Lock()
+	if m.v.Load() >= e {
+		m.mu.Unlock()
+		putWaiter(w)
+		return nil
+	}
+	if m.err != nil {
+		err := m.err
+		m.mu.Unlock()
+		putWaiter(w)
+		return &epochError{level, e, err}
+	}
+	heap.Push(&m.waiters, w)
+	m.mu.Unlock()
+
+	select {
+	case <-w.ch:
+		putWaiter(w)
+	case <-ctx.Done():
+		m.mu.Lock()
+		if w.index >= 0 {
+			heap.Remove(&m.waiters, w.index)
+			m.mu.Unlock()
+			putWaiter(w)
+		} else {
+			// Already popped and signalled: consume the token so the
+			// waiter can be reused.
+			m.mu.Unlock()
+			<-w.ch
+			putWaiter(w)
+		}
+		if m.v.Load() >= e {
+			return nil
+		}
+		return fmt.Errorf("coordinator: waiting for epoch %d to become %v: %w", e, level, ctx.Err())
+	}
+	if m.v.Load() >= e {
+		return nil
+	}
+	m.mu.Lock()
+	err := m.err
+	m.mu.Unlock()
+	return &epochError{level, e, err}
+}
+
+// pending reports how many goroutines are waiting.
+func (m *watermark) pending() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.waiters)
+}
+
+// Watermarks is a snapshot of the three progress markers. Each is the
+// highest epoch that reached that level; all epochs up to it did too.
+// Applied >= Written >= Durable always holds.
+type Watermarks struct {
+	Applied, Written, Durable uint64
+}
+
+// Get returns the watermark of the given level.
+func (w Watermarks) Get(level Durability) uint64 {
+	switch level {
+	case Applied:
+		return w.Applied
+	case Written:
+		return w.Written
+	case Durable:
+		return w.Durable
+	}
+	return 0
+}
+
+// levels is a set of three watermarks; it backs both the coordinator's
+// progress and each [Subscriber]'s.
+type levels struct {
+	applied, written, durable watermark
+}
+
+func (l *levels) get(level Durability) *watermark {
+	switch level {
+	case Applied:
+		return &l.applied
+	case Written:
+		return &l.written
+	case Durable:
+		return &l.durable
+	}
+	panic(fmt.Sprintf("coordinator: invalid durability level %d", uint8(level)))
+}
+
+func (l *levels) snapshot() Watermarks {
+	// Load in reverse pipeline order so the snapshot respects
+	// Applied >= Written >= Durable even while they move.
+	d := l.durable.Load()
+	w := l.written.Load()
+	a := l.applied.Load()
+	return Watermarks{Applied: a, Written: w, Durable: d}
+}
+
+func (l *levels) fail(err error) {
+	l.applied.fail(err)
+	l.written.fail(err)
+	l.durable.fail(err)
+}
