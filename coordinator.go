@@ -136,6 +136,15 @@ type Config struct {
 	// coordinator stops applying writes until one is written, and queues
 	// fill up (backpressure). Default 2.
 	MaxPendingFlushes int
+	// MaxBytes, if positive, is a byte budget for writes that are queued,
+	// in the live delta, or in frozen deltas not yet written; the write
+	// type must implement [Sizer]. When it is exhausted, TryWrite fails
+	// with ErrBackpressure, Write waits, and the coordinator freezes the
+	// live delta so the flusher can release its bytes. A single write
+	// larger than the budget is admitted when nothing else is held.
+	// Default 0: no byte budget (memory is bounded by counts; see the
+	// README's memory section).
+	MaxBytes int64
 	// Sync is the sync policy. Default SyncOnDemand.
 	Sync SyncPolicy
 	// DisableFlushOnWait stops waits for Written and Durable from
@@ -210,6 +219,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		bad("MaxPendingFlushes %d is negative", cfg.MaxPendingFlushes)
 	case cfg.MaxPendingFlushes == 0:
 		cfg.MaxPendingFlushes = defaultPending
+	}
+	if cfg.MaxBytes < 0 {
+		bad("MaxBytes %d is negative", cfg.MaxBytes)
 	}
 	if cfg.Sync > SyncAlways {
 		bad("unknown SyncPolicy %d", cfg.Sync)
@@ -388,10 +400,11 @@ func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) freeze() (flushFunc[S], FV) {
 
 // flushJob is a frozen delta on its way through the flusher.
 type flushJob[S any] struct {
-	epochs EpochRange
-	reason FlushReason
-	bytes  int
-	flush  flushFunc[S]
+	epochs   EpochRange
+	reason   FlushReason
+	bytes    int
+	reserved int64 // byte budget to release once written
+	flush    flushFunc[S]
 }
 
 // flushReq asks the coordinator goroutine to freeze the live delta.
@@ -478,6 +491,8 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	stats    stats
 	syncFn   func(context.Context) error
 
+	budget *budget // nil without Config.MaxBytes
+
 	ctrl   chan flushReq     // unbuffered: a request is taken only by the coordinator goroutine
 	flushQ chan *flushJob[S] // capacity MaxPendingFlushes
 
@@ -497,8 +512,9 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	next       uint64 // the next epoch to assign
 	deltaStart uint64 // the first epoch of the live delta
 	timer      *time.Timer
-	rr         int // round-robin position
-	lastSize   int // the live delta's EstimateSize after the last apply
+	rr         int   // round-robin position
+	lastSize   int   // the live delta's EstimateSize after the last apply
+	liveBytes  int64 // byte budget held by writes applied to the live delta
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a
@@ -542,11 +558,19 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 		next:       1,
 		deltaStart: 1,
 	}
+	var size func(W) int64
+	if cfg.MaxBytes > 0 {
+		if size = sizeOf[W](); size == nil {
+			var zero W
+			return nil, fmt.Errorf("coordinator: Config.MaxBytes is set but the write type %T does not implement Sizer", zero)
+		}
+		c.budget = &budget{max: cfg.MaxBytes}
+	}
 	c.flushCtx, c.cancelFlush = context.WithCancel(context.Background())
 	for _, name := range cfg.Channels {
-		q := &queue[W, R]{name: name, capacity: cfg.QueueCapacity, p: p}
+		q := &queue[W, R]{name: name, capacity: cfg.QueueCapacity, p: p, budget: c.budget, closedCh: make(chan struct{})}
 		c.queues = append(c.queues, q)
-		c.channels[name] = &Channel[W, R]{q: q}
+		c.channels[name] = &Channel[W, R]{q: q, sizeOf: size}
 	}
 	c.hub.cur.Store(&View[FV, DV, S]{Current: eng.reader(), Snapshot: snapshot})
 	return c, nil
@@ -709,6 +733,7 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 			Paused:           q.isPaused(),
 			Accepted:         q.accepted.Load(),
 			RejectedFull:     q.rejectedFull.Load(),
+			RejectedBudget:   q.rejectedBudget.Load(),
 			RejectedCanceled: q.rejectedCanceled.Load(),
 			RejectedClosed:   q.rejectedClosed.Load(),
 		}
@@ -797,13 +822,23 @@ func (c *Coordinator[W, R, FV, DV, S]) hasWork() bool {
 }
 
 func (c *Coordinator[W, R, FV, DV, S]) demandReady() bool {
-	return !c.p.lazy && c.next > c.deltaStart &&
-		c.p.wantWritten.Load() >= c.deltaStart && c.p.busy.Load() == 0
+	return c.next > c.deltaStart && c.p.busy.Load() == 0 &&
+		((!c.p.lazy && c.p.wantWritten.Load() >= c.deltaStart) || c.budgetStarved())
+}
+
+// budgetStarved reports whether writers wait for byte budget that only a
+// freeze of the live delta can release.
+func (c *Coordinator[W, R, FV, DV, S]) budgetStarved() bool {
+	return c.budget != nil && c.liveBytes > 0 && c.budget.starved.Load()
 }
 
 func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
 	if c.demandReady() && !c.p.isFailed() {
-		c.freeze(FlushWait)
+		if c.budgetStarved() {
+			c.freeze(FlushBudget)
+		} else {
+			c.freeze(FlushWait)
+		}
 	}
 }
 
@@ -852,6 +887,11 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 	q.heldPos = lo + n
 	writes := int(c.next - first)
 	q.depth.Add(-int64(countWrites(ops[:n])))
+	if c.budget != nil {
+		for i := range ops[:n] {
+			c.liveBytes += ops[i].bytes
+		}
+	}
 	q.applyMu.Unlock()
 
 	// Publish the watermark before completing handles (invariant 3).
@@ -975,7 +1015,11 @@ func (c *Coordinator[W, R, FV, DV, S]) freeze(reason FlushReason) {
 	c.cfg.Observer.Frozen(reason, epochs, bytes, d)
 
 	c.p.busy.Add(1)
-	job := &flushJob[S]{epochs: epochs, reason: reason, bytes: bytes, flush: flush}
+	job := &flushJob[S]{epochs: epochs, reason: reason, bytes: bytes, reserved: c.liveBytes, flush: flush}
+	c.liveBytes = 0
+	if c.budget != nil {
+		c.budget.starved.Store(false)
+	}
 	start = time.Now()
 	select {
 	case c.flushQ <- job:
@@ -1037,6 +1081,10 @@ func (c *Coordinator[W, R, FV, DV, S]) failedLoop() {
 	err := c.p.failErr
 	c.dropAll(err)
 	c.hub.fail(err)
+	if c.budget != nil {
+		c.budget.release(c.liveBytes) // the live delta is lost with the failure
+		c.liveBytes = 0
+	}
 	for {
 		select {
 		case req := <-c.ctrl:
@@ -1074,6 +1122,9 @@ func (c *Coordinator[W, R, FV, DV, S]) runFlusher() {
 // written watermark (invariant 3).
 func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) {
 	defer c.p.busy.Add(-1)
+	if c.budget != nil {
+		defer c.budget.release(job.reserved)
+	}
 	if c.p.isFailed() {
 		return // lost with the failure; its waiters were failed already
 	}

@@ -14,6 +14,7 @@ type op[W, R any] struct {
 	h     *WriteHandle[R]
 	batch []W
 	bh    *BatchHandle[R]
+	bytes int64 // charged against the byte budget, if any
 }
 
 func (o *op[W, R]) writes() int {
@@ -44,6 +45,8 @@ type queue[W, R any] struct {
 	name     string
 	capacity int
 	p        *pipeline
+	budget   *budget       // nil without Config.MaxBytes
+	closedCh chan struct{} // closed by close, to wake writers waiting for budget
 
 	mu        sync.Mutex
 	items     []op[W, R]    // protected by mu: accepted, not yet taken
@@ -66,7 +69,7 @@ type queue[W, R any] struct {
 	heldPos int
 
 	// Counters for Stats.
-	accepted, rejectedFull, rejectedCanceled, rejectedClosed atomic.Uint64
+	accepted, rejectedFull, rejectedBudget, rejectedCanceled, rejectedClosed atomic.Uint64
 }
 
 // push appends o, waiting for room if block is set.
@@ -79,7 +82,29 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 			q.rejectedClosed.Add(1)
 			return err
 		}
+		var budgetRoom <-chan struct{}
 		if len(q.items) < q.capacity {
+			if q.budget != nil && !q.budget.tryAcquire(o.bytes) {
+				q.mu.Unlock()
+				q.p.wakeCoordinator() // it frees bytes by freezing the live delta
+				if !block {
+					q.rejectedBudget.Add(1)
+					return fmt.Errorf("channel %q: byte budget exhausted: %w", q.name, ErrBackpressure)
+				}
+				budgetRoom = q.budget.wait()
+				if q.budget.tryAcquire(o.bytes) {
+					q.budget.release(o.bytes) // raced with a release: retry from the top
+				}
+				select {
+				case <-budgetRoom:
+				case <-q.closedCh:
+				case <-ctx.Done():
+					q.rejectedCanceled.Add(1)
+					return fmt.Errorf("channel %q: waiting for byte budget: %w", q.name, ctx.Err())
+				}
+				q.mu.Lock()
+				continue
+			}
 			q.items = append(q.items, o)
 			q.depth.Add(int64(o.writes()))
 			q.mu.Unlock()
@@ -157,6 +182,7 @@ func (q *queue[W, R]) close(err error, drop bool) {
 	q.mu.Lock()
 	if q.closedErr == nil {
 		q.closedErr = err
+		close(q.closedCh)
 	}
 	if q.room != nil {
 		close(q.room)
@@ -174,14 +200,20 @@ func (q *queue[W, R]) close(err error, drop bool) {
 	// held is owned by the coordinator goroutine, the only caller with
 	// drop set.
 	for i := range dropped {
-		q.depth.Add(-int64(dropped[i].writes()))
-		dropped[i].fail(err)
+		q.dropOp(&dropped[i], err)
 	}
 	for i := q.heldPos; i < len(q.held); i++ {
-		q.depth.Add(-int64(q.held[i].writes()))
-		q.held[i].fail(err)
+		q.dropOp(&q.held[i], err)
 	}
 	q.held, q.heldPos = nil, 0
+}
+
+func (q *queue[W, R]) dropOp(o *op[W, R], err error) {
+	q.depth.Add(-int64(o.writes()))
+	if q.budget != nil {
+		q.budget.release(o.bytes)
+	}
+	o.fail(err)
 }
 
 func (q *queue[W, R]) setPaused(paused bool) {
@@ -211,7 +243,16 @@ func (q *queue[W, R]) isPaused() bool {
 // A Channel is safe for concurrent use by any number of goroutines. Copying
 // the pointer is fine; the zero value is not usable.
 type Channel[W, R any] struct {
-	q *queue[W, R]
+	q      *queue[W, R]
+	sizeOf func(W) int64 // set only with Config.MaxBytes
+}
+
+func (ch *Channel[W, R]) op(w W, h *WriteHandle[R]) op[W, R] {
+	o := op[W, R]{write: w, h: h}
+	if ch.sizeOf != nil {
+		o.bytes = ch.sizeOf(w)
+	}
+	return o
 }
 
 // Name returns the channel's name.
@@ -223,7 +264,7 @@ func (ch *Channel[W, R]) Name() string { return ch.q.name }
 // failure with the failure.
 func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 	h := &WriteHandle[R]{p: ch.q.p}
-	if err := ch.q.push(context.Background(), op[W, R]{write: w, h: h}, false); err != nil {
+	if err := ch.q.push(context.Background(), ch.op(w, h), false); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -234,7 +275,7 @@ func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 // queued. Use [context.WithTimeout] for a bounded wait.
 func (ch *Channel[W, R]) Write(ctx context.Context, w W) (*WriteHandle[R], error) {
 	h := &WriteHandle[R]{p: ch.q.p}
-	if err := ch.q.push(ctx, op[W, R]{write: w, h: h}, true); err != nil {
+	if err := ch.q.push(ctx, ch.op(w, h), true); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -250,7 +291,13 @@ func (ch *Channel[W, R]) WriteBatch(ctx context.Context, ws []W) (*BatchHandle[R
 		bh.done.complete()
 		return bh, nil
 	}
-	if err := ch.q.push(ctx, op[W, R]{batch: ws, bh: bh}, true); err != nil {
+	o := op[W, R]{batch: ws, bh: bh}
+	if ch.sizeOf != nil {
+		for _, w := range ws {
+			o.bytes += ch.sizeOf(w)
+		}
+	}
+	if err := ch.q.push(ctx, o, true); err != nil {
 		return nil, err
 	}
 	return bh, nil

@@ -14,6 +14,7 @@ const (
 	FlushExplicit                    // [Coordinator.Flush] was called
 	FlushWait                        // a goroutine waits for Written or Durable
 	FlushShutdown                    // [Coordinator.Stop]
+	FlushBudget                      // writers wait for [Config.MaxBytes] budget
 	numFlushReasons
 )
 
@@ -29,6 +30,8 @@ func (r FlushReason) String() string {
 		return "wait"
 	case FlushShutdown:
 		return "shutdown"
+	case FlushBudget:
+		return "budget"
 	}
 	return "unknown"
 }
@@ -66,9 +69,10 @@ type ChannelStats struct {
 	Paused bool // whether the channel is paused
 	// Accepted counts queue slots accepted (a batch is one slot).
 	Accepted uint64
-	// Rejected counts writes refused, by reason: queue full (TryWrite),
-	// context done while waiting for room (Write), closed or failed.
-	RejectedFull, RejectedCanceled, RejectedClosed uint64
+	// Rejected counts writes refused, by reason: queue full or byte
+	// budget exhausted (TryWrite), context done while waiting for room
+	// (Write), closed or failed.
+	RejectedFull, RejectedBudget, RejectedCanceled, RejectedClosed uint64
 }
 
 // Stats is a point-in-time snapshot of the coordinator's counters, for
