@@ -199,13 +199,6 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 	return &epochError{level, e, err}
 }
 
-// pending reports how many goroutines are waiting.
-func (m *watermark) pending() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.waiters)
-}
-
 // Watermarks is a snapshot of the three progress markers. Each is the
 // highest epoch that reached that level; all epochs up to it did too.
 // Applied >= Written >= Durable always holds.
