@@ -31,8 +31,8 @@ func (c *completion) complete() {
 	c.waiters = nil
 	c.mu.Unlock()
 	for w != nil {
-		next := w.next // read before the send: the woken waiter reuses w
-		w.ch <- struct{}{}
+		next := w.next // read before signalling: the woken waiter reuses w
+		w.signal()
 		w = next
 	}
 }
@@ -58,25 +58,21 @@ func (c *completion) wait(ctx context.Context) error {
 		return nil
 	}
 	c.mu.Unlock()
-	select {
-	case <-w.ch:
+	if w.park(ctx) {
 		putWaiter(w)
 		return nil
-	case <-ctx.Done():
-		c.mu.Lock()
-		listed := c.removeLocked(w)
-		c.mu.Unlock()
-		if !listed {
-			// complete took the list with w on it; its token is on the
-			// way (the send never blocks). Consume it before reuse.
-			<-w.ch
-		}
-		putWaiter(w)
-		if c.done() {
-			return nil
-		}
-		return ctx.Err()
 	}
+	c.mu.Lock()
+	listed := c.removeLocked(w)
+	c.mu.Unlock()
+	if !listed {
+		w.settle() // complete took the list with w on it; its signal is coming
+	}
+	putWaiter(w)
+	if c.done() {
+		return nil
+	}
+	return ctx.Err()
 }
 
 // removeLocked unlinks w if it is still listed and reports whether it was.

@@ -54,24 +54,78 @@ func (r EpochRange) Last() uint64 { return r.End - 1 }
 func (r EpochRange) String() string { return fmt.Sprintf("[%d, %d)", r.Start, r.End) }
 
 // waiter is a parked goroutine. Waiters come from a pool so that waiting
-// allocates nothing in the steady state; ch has a buffer of 1 so the waker
-// never blocks, whether or not the waiter is still listening.
+// allocates nothing in the steady state. They park on a sync.Cond rather
+// than a channel: a channel belongs to the synctest bubble it was made in,
+// so a pooled channel could cross bubbles, while a Cond belongs to none and
+// a goroutine waiting on it counts as durably blocked inside a bubble.
 type waiter struct {
-	ch    chan struct{}
+	mu    sync.Mutex
+	cond  sync.Cond // L is &mu
+	fired bool      // protected by mu: signal was called
+
 	epoch uint64
 	index int     // position in a watermark's heap, -1 when not in one
 	next  *waiter // link in a completion's list
 }
 
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1), index: -1} }}
+var waiterPool = sync.Pool{New: func() any {
+	w := &waiter{index: -1}
+	w.cond.L = &w.mu
+	return w
+}}
 
 func getWaiter() *waiter { return waiterPool.Get().(*waiter) }
 
 // putWaiter returns w to the pool. Only call it once w can no longer be
-// signalled, and after its token (if any) was consumed.
+// signalled.
 func putWaiter(w *waiter) {
-	w.next, w.index = nil, -1
+	w.next, w.index, w.fired = nil, -1, false
 	waiterPool.Put(w)
+}
+
+// signal wakes the waiter. It never blocks for long.
+func (w *waiter) signal() {
+	w.mu.Lock()
+	w.fired = true
+	w.mu.Unlock()
+	w.cond.Signal()
+}
+
+// park blocks until signal was called or ctx is done, and reports whether
+// it was signalled.
+func (w *waiter) park(ctx context.Context) bool {
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			// Under mu, so the broadcast cannot fall between the
+			// waiter's check of ctx and its Wait. A late call after w
+			// was recycled only causes a spurious wake-up, which every
+			// park loop tolerates.
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		})
+	}
+	w.mu.Lock()
+	for !w.fired && ctx.Err() == nil {
+		w.cond.Wait()
+	}
+	fired := w.fired
+	w.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	return fired
+}
+
+// settle waits for a signal that is known to be coming (the signaller took
+// w off its list), so that w can be reused safely.
+func (w *waiter) settle() {
+	w.mu.Lock()
+	for !w.fired {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
 }
 
 type waiterHeap []*waiter
@@ -125,8 +179,7 @@ func (m *watermark) advance(e uint64) {
 		m.v.Store(e)
 	}
 	for len(m.waiters) > 0 && m.waiters[0].epoch <= e {
-		w := heap.Pop(&m.waiters).(*waiter)
-		w.ch <- struct{}{}
+		heap.Pop(&m.waiters).(*waiter).signal()
 	}
 	m.mu.Unlock()
 }
@@ -141,8 +194,7 @@ func (m *watermark) fail(err error) {
 	}
 	m.err = err
 	for len(m.waiters) > 0 {
-		w := heap.Pop(&m.waiters).(*waiter)
-		w.ch <- struct{}{}
+		heap.Pop(&m.waiters).(*waiter).signal()
 	}
 }
 
@@ -169,27 +221,23 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 	heap.Push(&m.waiters, w)
 	m.mu.Unlock()
 
-	select {
-	case <-w.ch:
-		putWaiter(w)
-	case <-ctx.Done():
+	if !w.park(ctx) {
 		m.mu.Lock()
-		if w.index >= 0 {
+		listed := w.index >= 0
+		if listed {
 			heap.Remove(&m.waiters, w.index)
-			m.mu.Unlock()
-			putWaiter(w)
-		} else {
-			// Already popped and signalled: consume the token so the
-			// waiter can be reused.
-			m.mu.Unlock()
-			<-w.ch
-			putWaiter(w)
 		}
+		m.mu.Unlock()
+		if !listed {
+			w.settle() // popped by advance or fail: its signal is coming
+		}
+		putWaiter(w)
 		if m.v.Load() >= e {
 			return nil
 		}
 		return fmt.Errorf("coordinator: waiting for epoch %d to become %v: %w", e, level, ctx.Err())
 	}
+	putWaiter(w)
 	if m.v.Load() >= e {
 		return nil
 	}
