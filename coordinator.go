@@ -277,6 +277,8 @@ type pipeline struct {
 	// running sync. The coordinator freezes for waiters only when it is 0,
 	// so that writes arriving during a flush are grouped into the next.
 	busy atomic.Int32
+	// syncing is 1 while FlushStorage runs (it is also counted in busy).
+	syncing atomic.Int32
 
 	sleeping atomic.Bool   // the coordinator goroutine is about to block
 	wake     chan struct{} // buffer of 1: a pending wake-up for the coordinator
@@ -712,7 +714,8 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 		Watermarks:     c.Watermarks(),
 		Channels:       make([]ChannelStats, len(c.queues)),
 		DeltaBytes:     int(c.stats.deltaBytes.Load()),
-		PendingFlushes: int(c.p.busy.Load()),
+		PendingFlushes: int(c.p.busy.Load() - c.p.syncing.Load()),
+		Syncing:        c.p.syncing.Load() > 0,
 		Syncs:          c.stats.syncs.Load(),
 		Retries:        c.stats.retries.Load(),
 		SlowFlushes:    c.stats.slowFlushes.Load(),
@@ -1169,7 +1172,9 @@ func (c *Coordinator[W, R, FV, DV, S]) maybeSync() {
 // written before it started.
 func (c *Coordinator[W, R, FV, DV, S]) sync() {
 	c.p.busy.Add(1)
+	c.p.syncing.Add(1)
 	defer c.p.busy.Add(-1)
+	defer c.p.syncing.Add(-1)
 	req := c.p.syncReq.Load()
 	written, durable := c.p.marks.written.Load(), c.p.marks.durable.Load()
 	epochs := EpochRange{Start: durable + 1, End: written + 1}

@@ -86,6 +86,8 @@ type Stats struct {
 	// PendingFlushes is the number of frozen deltas queued for or being
 	// processed by the flusher.
 	PendingFlushes int
+	// Syncing reports whether FlushStorage is running.
+	Syncing bool
 	// Flushes counts frozen deltas by reason, indexed by [FlushReason].
 	Flushes [numFlushReasons]uint64
 	// Syncs counts completed FlushStorage calls.
