@@ -517,6 +517,7 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	rr         int   // round-robin position
 	lastSize   int   // the live delta's EstimateSize after the last apply
 	liveBytes  int64 // byte budget held by writes applied to the live delta
+	rejected   int   // writes Apply rejected in the current turn
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a
@@ -726,6 +727,9 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 		FlushStorage:   c.stats.flushStorage.load(),
 		Err:            c.p.err(),
 	}
+	if c.budget != nil {
+		s.BudgetBytes, s.BudgetMax = c.budget.used.Load(), c.budget.max
+	}
 	for i := range s.Flushes {
 		s.Flushes[i] = c.stats.flushes[i].Load()
 	}
@@ -737,6 +741,8 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 			Accepted:         q.accepted.Load(),
 			RejectedFull:     q.rejectedFull.Load(),
 			RejectedBudget:   q.rejectedBudget.Load(),
+			Applied:          q.applied.Load(),
+			ApplyErrors:      q.applyErrors.Load(),
 			RejectedCanceled: q.rejectedCanceled.Load(),
 			RejectedClosed:   q.rejectedClosed.Load(),
 		}
@@ -881,6 +887,7 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 	}
 	start := time.Now()
 	first := c.next
+	c.rejected = 0
 	lo, hi := q.heldPos, len(q.held)
 	if limit > 0 && hi-lo > limit {
 		hi = lo + limit
@@ -907,6 +914,10 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 		} else {
 			o.h.done.complete()
 		}
+	}
+	q.applied.Add(uint64(writes))
+	if c.rejected > 0 {
+		q.applyErrors.Add(uint64(c.rejected))
 	}
 	d := time.Since(start)
 	c.stats.apply.observe(d)
@@ -958,6 +969,7 @@ func (c *Coordinator[W, R, FV, DV, S]) applyOps(ops []op[W, R]) (n int, full boo
 			o.h.epoch, o.h.result = e, r
 			if err != nil {
 				o.h.err = &ApplyError{Epoch: e, Err: err}
+				c.rejected++
 			}
 		} else {
 			bh := o.bh
@@ -971,6 +983,7 @@ func (c *Coordinator[W, R, FV, DV, S]) applyOps(ops []op[W, R]) (n int, full boo
 				bh.results[i] = Result[R]{Epoch: e, Value: r}
 				if err != nil {
 					bh.results[i].Err = &ApplyError{Epoch: e, Err: err}
+					c.rejected++
 				}
 			}
 		}
@@ -1030,7 +1043,9 @@ func (c *Coordinator[W, R, FV, DV, S]) freeze(reason FlushReason) {
 		// The pipeline is full: this is where backpressure starts.
 		c.flushQ <- job
 	}
-	c.stats.dispatch.observe(time.Since(start))
+	wait := time.Since(start)
+	c.stats.dispatch.observe(wait)
+	c.cfg.Observer.Dispatched(epochs, wait)
 }
 
 func (c *Coordinator[W, R, FV, DV, S]) handleFlush(req flushReq) {

@@ -70,6 +70,7 @@ type queue[W, R any] struct {
 
 	// Counters for Stats.
 	accepted, rejectedFull, rejectedBudget, rejectedCanceled, rejectedClosed atomic.Uint64
+	applied, applyErrors                                                     atomic.Uint64
 }
 
 // push appends o, waiting for room if block is set.

@@ -73,6 +73,9 @@ type ChannelStats struct {
 	// budget exhausted (TryWrite), context done while waiting for room
 	// (Write), closed or failed.
 	RejectedFull, RejectedBudget, RejectedCanceled, RejectedClosed uint64
+	// Applied counts writes applied (each write of a batch counts);
+	// ApplyErrors counts those Apply rejected.
+	Applied, ApplyErrors uint64
 }
 
 // Stats is a point-in-time snapshot of the coordinator's counters, for
@@ -83,6 +86,9 @@ type Stats struct {
 	Channels   []ChannelStats
 	// DeltaBytes is the live delta's EstimateSize after the last batch.
 	DeltaBytes int
+	// BudgetBytes is the byte budget currently held by writes, out of
+	// BudgetMax ([Config.MaxBytes]); both are 0 without a budget.
+	BudgetBytes, BudgetMax int64
 	// PendingFlushes is the number of frozen deltas queued for or being
 	// processed by the flusher.
 	PendingFlushes int
@@ -138,6 +144,10 @@ type Observer interface {
 	// Frozen is called when a delta is frozen, before it is handed to the
 	// flusher.
 	Frozen(reason FlushReason, epochs EpochRange, bytes int, d time.Duration)
+	// Dispatched is called when a frozen delta was handed to the flusher,
+	// with how long the coordinator waited for room in the flush queue
+	// (the pipeline's backpressure).
+	Dispatched(epochs EpochRange, wait time.Duration)
 	// Flushed is called when FlushDelta finished (or finally failed).
 	Flushed(FlushInfo)
 	// Synced is called when FlushStorage finished (or finally failed).
@@ -153,6 +163,7 @@ type NopObserver struct{}
 
 func (NopObserver) Applied(string, int, time.Duration)                 {}
 func (NopObserver) Frozen(FlushReason, EpochRange, int, time.Duration) {}
+func (NopObserver) Dispatched(EpochRange, time.Duration)               {}
 func (NopObserver) Flushed(FlushInfo)                                  {}
 func (NopObserver) Synced(SyncInfo)                                    {}
 func (NopObserver) SlowFlush(string, EpochRange, time.Duration)        {}
