@@ -947,3 +947,44 @@ func TestRegressionWaitersAcrossSynctestBubbles(t *testing.T) {
 		blockOnWaits(t)                // reuses them outside: fatal error
 	}
 }
+
+// TestContractFirstEpoch: a store reopening persisted data continues its
+// epochs; the watermarks start just below FirstEpoch.
+func TestContractFirstEpoch(t *testing.T) {
+	ctx := context.Background()
+	f := newTestFlusher()
+	cfg := testConfig()
+	cfg.FirstEpoch = 101
+	c := newTestCoordinator(t, cfg, testContext{}, f)
+	if got, want := c.Watermarks(), (Watermarks{100, 100, 100}); got != want {
+		t.Fatalf("Watermarks() before any write = %+v; want %+v", got, want)
+	}
+	if got := c.View().Written; got != 100 {
+		t.Fatalf("View().Written = %d; want 100", got)
+	}
+	c.Start()
+	ch := c.Channel("default")
+	h1, err := ch.TryWrite(w("a", 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := ch.TryWrite(w("b", 2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := h1.Epoch(ctx); e != 101 || err != nil {
+		t.Fatalf("first Epoch() = %d, %v; want 101, nil", e, err)
+	}
+	if _, err := h2.Wait(ctx, Durable); err != nil {
+		t.Fatalf("Wait(Durable) = %v", err)
+	}
+	ev := f.flushedEvents()
+	if len(ev) != 1 || ev[0].epochs != (EpochRange{101, 103}) {
+		t.Fatalf("flushed %+v; want one delta with epochs [101, 103)", ev)
+	}
+	stop(t, c)
+
+	if _, err := New(Config{FirstEpoch: 1 << 63}, newTestDelta, testContext{}, memSnapshot{}, newTestFlusher()); err == nil {
+		t.Fatalf("New(FirstEpoch: 1<<63) = nil error; want an error")
+	}
+}

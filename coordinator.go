@@ -131,6 +131,11 @@ type Config struct {
 	// FlushSize freezes the live delta once its EstimateSize reaches it.
 	// Default 64 MiB.
 	FlushSize int
+	// FirstEpoch is the epoch of the first write. A store that reopens
+	// persisted data sets it to one past the last epoch it recovered, so
+	// epochs keep growing across restarts and can serve as durable
+	// sequence numbers; the watermarks start at FirstEpoch-1. Default 1.
+	FirstEpoch uint64
 	// MaxPendingFlushes is how many frozen deltas may wait for the flusher
 	// beside the one it is writing; when they are all taken, the
 	// coordinator stops applying writes until one is written, and queues
@@ -219,6 +224,12 @@ func (cfg Config) withDefaults() (Config, error) {
 		bad("MaxPendingFlushes %d is negative", cfg.MaxPendingFlushes)
 	case cfg.MaxPendingFlushes == 0:
 		cfg.MaxPendingFlushes = defaultPending
+	}
+	if cfg.FirstEpoch == 0 {
+		cfg.FirstEpoch = 1
+	}
+	if cfg.FirstEpoch > 1<<62 {
+		bad("FirstEpoch %d is too large", cfg.FirstEpoch)
 	}
 	if cfg.MaxBytes < 0 {
 		bad("MaxBytes %d is negative", cfg.MaxBytes)
@@ -558,8 +569,14 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 		flushDone:  make(chan struct{}),
 		done:       make(chan struct{}),
 		eng:        eng,
-		next:       1,
-		deltaStart: 1,
+		next:       cfg.FirstEpoch,
+		deltaStart: cfg.FirstEpoch,
+	}
+	if base := cfg.FirstEpoch - 1; base > 0 {
+		p.marks.applied.v.Store(base)
+		p.marks.written.v.Store(base)
+		p.marks.durable.v.Store(base)
+		p.frozenThrough.Store(base)
 	}
 	var size func(W) int64
 	if cfg.MaxBytes > 0 {
@@ -575,7 +592,7 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 		c.queues = append(c.queues, q)
 		c.channels[name] = &Channel[W, R]{q: q, sizeOf: size}
 	}
-	c.hub.cur.Store(&View[FV, DV, S]{Current: eng.reader(), Snapshot: snapshot})
+	c.hub.cur.Store(&View[FV, DV, S]{Current: eng.reader(), Snapshot: snapshot, Written: cfg.FirstEpoch - 1})
 	return c, nil
 }
 

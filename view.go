@@ -6,15 +6,19 @@ import (
 	"sync/atomic"
 )
 
-// View is an immutable, consistent picture of everything the coordinator
-// holds: the live delta, the frozen deltas waiting to be written, and the
-// storage snapshot the flusher last produced. A reader combines them, newest
-// first (Current, then Frozen in order, then Snapshot), to see every applied
-// write without blocking writers.
+// View is a consistent picture of everything the coordinator holds: the
+// live delta, the frozen deltas waiting to be written, and the storage
+// snapshot the flusher last produced. A reader combines them, newest first
+// (Current, then Frozen in order, then Snapshot), to see every applied write
+// without blocking writers.
 //
-// Views are published copy-on-write: a View is never modified after it is
-// published, and callers must not modify it (nor its Frozen slice) either.
-// It may be shared freely between goroutines.
+// Views are published copy-on-write: a View value is never modified after
+// it is published, and callers must not modify it (nor its Frozen slice)
+// either. It may be shared freely between goroutines. Frozen and Snapshot
+// are fixed; Current is a reader of the live delta, so it keeps showing
+// writes applied after the view was taken, until that delta is frozen. A
+// point-in-time read therefore needs Current to be read once, or the delta
+// view type to offer its own snapshot.
 type View[FV, DV, S any] struct {
 	// Current reads the live delta; it sees writes as they are applied.
 	Current DV
