@@ -1138,18 +1138,33 @@ func (c *Coordinator[W, R, FV, DV, S]) runFlusher() {
 		select {
 		case job, ok := <-c.flushQ:
 			if !ok {
-				if !c.p.isFailed() {
-					c.sync()
-				}
+				c.finalSync()
 				return
 			}
 			c.flushDelta(job)
 		case <-c.p.kick:
 		}
+		// Write what is already queued before syncing, so the sync covers
+		// it. The queue is bounded, so a sync waits at most that long.
+		for n := len(c.flushQ); n > 0; n-- {
+			job, ok := <-c.flushQ
+			if !ok {
+				c.finalSync()
+				return
+			}
+			c.flushDelta(job)
+		}
 		c.maybeSync()
 		if c.p.busy.Load() == 0 {
 			c.p.wakeCoordinator()
 		}
+	}
+}
+
+// finalSync is Stop's last FlushStorage, unless the coordinator failed.
+func (c *Coordinator[W, R, FV, DV, S]) finalSync() {
+	if !c.p.isFailed() {
+		c.sync()
 	}
 }
 
