@@ -103,7 +103,9 @@ type Stats struct {
 	// SlowFlushes counts FlushDelta and FlushStorage calls that took
 	// longer than [Config.SlowFlushThreshold].
 	SlowFlushes uint64
-	// Apply times each batch of writes applied in one turn.
+	// Apply counts the batches of writes applied in one turn each; their
+	// durations (Total, Max) are measured only when [Config.Observer] is
+	// set.
 	Apply Timing
 	// Freeze times Delta.Freeze plus creating the next delta.
 	Freeze Timing

@@ -160,6 +160,12 @@ func (h *waiterHeap) Pop() any {
 type watermark struct {
 	v atomic.Uint64
 
+	// nwait counts waiters registered or registering. advance reads it
+	// after raising v and takes mu only if it is non-zero, so advancing
+	// with nobody waiting is lock-free. A waiter raises it (under mu)
+	// before reading v: one of the two always sees the other.
+	nwait atomic.Int32
+
 	mu      sync.Mutex
 	waiters waiterHeap // protected by mu
 	err     error      // protected by mu; terminal error for epochs > v
@@ -171,14 +177,13 @@ func (m *watermark) Load() uint64 { return m.v.Load() }
 // advance raises the watermark to e (never lowers it) and wakes the waiters
 // it satisfies.
 func (m *watermark) advance(e uint64) {
-	if e <= m.v.Load() {
+	if !raiseTo(&m.v, e) || m.nwait.Load() == 0 {
 		return
 	}
 	m.mu.Lock()
-	if e > m.v.Load() {
-		m.v.Store(e)
-	}
-	for len(m.waiters) > 0 && m.waiters[0].epoch <= e {
+	v := m.v.Load()
+	for len(m.waiters) > 0 && m.waiters[0].epoch <= v {
+		m.nwait.Add(-1)
 		heap.Pop(&m.waiters).(*waiter).signal()
 	}
 	m.mu.Unlock()
@@ -194,6 +199,7 @@ func (m *watermark) fail(err error) {
 	}
 	m.err = err
 	for len(m.waiters) > 0 {
+		m.nwait.Add(-1)
 		heap.Pop(&m.waiters).(*waiter).signal()
 	}
 }
@@ -207,12 +213,15 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 	w := getWaiter()
 	w.epoch = e
 	m.mu.Lock()
+	m.nwait.Add(1)
 	if m.v.Load() >= e {
+		m.nwait.Add(-1)
 		m.mu.Unlock()
 		putWaiter(w)
 		return nil
 	}
 	if m.err != nil {
+		m.nwait.Add(-1)
 		err := m.err
 		m.mu.Unlock()
 		putWaiter(w)
@@ -225,6 +234,7 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 		m.mu.Lock()
 		listed := w.index >= 0
 		if listed {
+			m.nwait.Add(-1)
 			heap.Remove(&m.waiters, w.index)
 		}
 		m.mu.Unlock()

@@ -1,0 +1,676 @@
+package coordinator
+
+// Benchmarks of the write path. Every workload writes 8-byte keys and
+// 100-byte values into a map-backed delta. Each benchmark runs the
+// coordinator and one or more baselines as sibling sub-benchmarks
+// (impl=...), so that benchstat can compare them directly:
+//
+//	go test -run '^$' -bench . -benchmem -count=5 -benchtime=300ms . > new.txt
+//	benchstat -col /impl new.txt
+//
+// ns/op is always per write: wall-clock time for b.N writes spread over the
+// writer goroutines, measured until the last write reached the level the
+// benchmark is about.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+const (
+	benchKeySize    = 8
+	benchValueSize  = 100
+	benchRecordSize = benchKeySize + benchValueSize
+	benchQueueCap   = 10_000 // the coordinator's default QueueCapacity
+	benchBatchSize  = 256    // writes per WriteBatch
+	benchBatchDepth = 16     // batches in flight per writer
+)
+
+// benchValue is the value of every write; writes share it so that the
+// benchmarks measure the pipeline, not the allocation of values.
+var benchValue = make([]byte, benchValueSize)
+
+// benchWrite is one write: an 8-byte key and a 100-byte value.
+type benchWrite struct {
+	key   [benchKeySize]byte
+	value []byte
+}
+
+// benchKey returns a key unique to (writer, i).
+func benchKey(writer, i int) (k [benchKeySize]byte) {
+	binary.BigEndian.PutUint64(k[:], uint64(writer)<<40|uint64(i))
+	return k
+}
+
+func benchWriteOf(writer, i int) benchWrite {
+	return benchWrite{key: benchKey(writer, i), value: benchValue}
+}
+
+// benchMap is the data of a delta: what it freezes into.
+type benchMap = map[[benchKeySize]byte][]byte
+
+// benchDelta is a minimal map-backed Delta. Nothing reads the live delta
+// in the benchmarks, so its reader (and its frozen view) are empty.
+type benchDelta struct {
+	m    benchMap
+	size int
+}
+
+func newBenchDelta(struct{}) *benchDelta { return &benchDelta{m: make(benchMap)} }
+
+func (d *benchDelta) Apply(w benchWrite) (struct{}, error) {
+	d.m[w.key] = w.value
+	d.size += benchRecordSize
+	return struct{}{}, nil
+}
+
+func (d *benchDelta) EstimateSize() int { return d.size }
+
+func (d *benchDelta) Freeze() (benchMap, struct{}, struct{}) { return d.m, struct{}{}, struct{}{} }
+
+func (d *benchDelta) Reader() struct{} { return struct{}{} }
+
+// benchFlusher discards frozen deltas, or, with a file, appends their
+// records to it in FlushDelta and fsyncs it in FlushStorage.
+type benchFlusher struct {
+	f     *os.File // nil: discard
+	buf   []byte
+	syncs atomic.Int64
+}
+
+func (f *benchFlusher) FlushDelta(_ context.Context, m benchMap, _ EpochRange) (struct{}, error) {
+	if f.f == nil {
+		return struct{}{}, nil
+	}
+	f.buf = benchAppendMap(f.buf[:0], m)
+	_, err := f.f.Write(f.buf)
+	return struct{}{}, err
+}
+
+func (f *benchFlusher) FlushStorage(context.Context) error {
+	f.syncs.Add(1)
+	if f.f == nil {
+		return nil
+	}
+	return f.f.Sync()
+}
+
+func benchAppendMap(buf []byte, m benchMap) []byte {
+	for k, v := range m {
+		buf = append(buf, k[:]...)
+		buf = append(buf, v...)
+	}
+	return buf
+}
+
+func benchAppendRecord(buf []byte, w benchWrite) []byte {
+	buf = append(buf, w.key[:]...)
+	return append(buf, w.value...)
+}
+
+// benchCoordinator is the coordinator instantiated for the benchmarks.
+type benchCoordinator = Coordinator[benchWrite, struct{}, struct{}, struct{}, struct{}]
+
+func newBenchCoordinator(b *testing.B, cfg Config, fl *benchFlusher) *benchCoordinator {
+	b.Helper()
+	c, err := New(cfg, newBenchDelta, struct{}{}, struct{}{}, fl)
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	c.Start()
+	return c
+}
+
+func benchStop(b *testing.B, c *benchCoordinator) {
+	b.Helper()
+	if err := c.Stop(context.Background()); err != nil {
+		b.Fatalf("Stop() = %v; want nil", err)
+	}
+}
+
+// benchTempFile creates a log file in a fresh temporary directory.
+func benchTempFile(b *testing.B) *os.File {
+	b.Helper()
+	f, err := os.Create(filepath.Join(b.TempDir(), "log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
+}
+
+// benchShare is writer id's share of n writes among writers.
+func benchShare(id, writers, n int) int {
+	s := n / writers
+	if id < n%writers {
+		s++
+	}
+	return s
+}
+
+// benchRun runs write(id, count) on writers goroutines that share n writes
+// and waits for them all.
+func benchRun(writers, n int, write func(id, count int)) {
+	var wg sync.WaitGroup
+	for id := range writers {
+		if count := benchShare(id, writers, n); count > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				write(id, count)
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// benchLatencies records one latency per write, per writer, allocated up
+// front so that recording allocates nothing.
+type benchLatencies [][]time.Duration
+
+func newBenchLatencies(writers, n int) benchLatencies {
+	l := make(benchLatencies, writers)
+	for id := range l {
+		l[id] = make([]time.Duration, 0, benchShare(id, writers, n))
+	}
+	return l
+}
+
+// report adds the p50-ns and p99-ns metrics. Call it with the timer stopped.
+func (l benchLatencies) report(b *testing.B) {
+	var all []time.Duration
+	for _, s := range l {
+		all = append(all, s...)
+	}
+	if len(all) == 0 {
+		return
+	}
+	slices.Sort(all)
+	at := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) }
+	b.ReportMetric(at(0.50), "p50-ns")
+	b.ReportMetric(at(0.99), "p99-ns")
+}
+
+// benchAck is a write handed to a baseline consumer together with the
+// channel it acknowledges on.
+type benchAck struct {
+	w   benchWrite
+	ack chan struct{}
+}
+
+// benchApplier is the floor of the applied workloads: one goroutine that
+// receives writes from a buffered channel and inserts them into a map,
+// starting a new map at the same size the coordinator freezes at.
+type benchApplier struct {
+	in        chan benchAck
+	done      chan struct{}
+	flushSize int
+}
+
+func newBenchApplier(flushSize int) *benchApplier {
+	a := &benchApplier{in: make(chan benchAck, benchQueueCap), done: make(chan struct{}), flushSize: flushSize}
+	go a.run()
+	return a
+}
+
+func (a *benchApplier) run() {
+	defer close(a.done)
+	m, size := make(benchMap), 0
+	for r := range a.in {
+		m[r.w.key] = r.w.value
+		if size += benchRecordSize; size >= a.flushSize {
+			m, size = make(benchMap), 0
+		}
+		if r.ack != nil {
+			r.ack <- struct{}{}
+		}
+	}
+}
+
+// close stops the consumer after it applied everything sent, and waits.
+func (a *benchApplier) close() {
+	close(a.in)
+	<-a.done
+}
+
+// BenchmarkApplied measures throughput: writers submit without waiting,
+// and the clock stops when every write is applied. map-only (writers=1
+// only) inserts into the map with no hand-off at all: the cost of Apply
+// itself, a ceiling for every implementation.
+func BenchmarkApplied(b *testing.B) {
+	for _, impl := range []string{"coordinator", "coordinator-batch", "chan-limit", "map-only"} {
+		for _, writers := range []int{1, 4, 64} {
+			if impl == "map-only" && writers > 1 {
+				continue
+			}
+			b.Run(fmt.Sprintf("impl=%s/writers=%d", impl, writers), func(b *testing.B) {
+				b.ReportAllocs()
+				switch impl {
+				case "coordinator":
+					benchAppliedCoordinator(b, Config{}, writers)
+				case "coordinator-batch":
+					benchAppliedBatch(b, writers)
+				case "chan-limit":
+					benchAppliedChan(b, writers)
+				case "map-only":
+					benchAppliedMap(b)
+				}
+			})
+		}
+	}
+}
+
+// benchAppliedCoordinator submits b.N writes with Channel.Write (which
+// blocks only while the queue is full) and waits for the applied
+// watermark. Writer id sends its i-th write to channel (id+i) mod the
+// number of channels.
+func benchAppliedCoordinator(b *testing.B, cfg Config, writers int) {
+	c := newBenchCoordinator(b, cfg, &benchFlusher{})
+	defer benchStop(b, c)
+	ctx := context.Background()
+	names := cfg.Channels
+	if len(names) == 0 {
+		names = []string{defaultChannel}
+	}
+	chans := make([]*Channel[benchWrite, struct{}], len(names))
+	for i, name := range names {
+		chans[i] = c.Channel(name)
+	}
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		for i := range count {
+			if _, err := chans[(id+i)%len(chans)].Write(ctx, benchWriteOf(id, i)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	if err := c.WaitFor(ctx, Applied, uint64(b.N)); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+}
+
+func benchAppliedBatch(b *testing.B, writers int) {
+	c := newBenchCoordinator(b, Config{}, &benchFlusher{})
+	defer benchStop(b, c)
+	ctx := context.Background()
+	ch := c.Channel(defaultChannel)
+	// Each writer cycles through benchBatchDepth buffers; a buffer is
+	// reused once the batch it held is applied.
+	bufs := make([][][]benchWrite, writers)
+	for id := range bufs {
+		bufs[id] = make([][]benchWrite, benchBatchDepth)
+		for k := range bufs[id] {
+			bufs[id][k] = make([]benchWrite, 0, benchBatchSize)
+		}
+	}
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		var handles [benchBatchDepth]*BatchHandle[struct{}]
+		for i, k := 0, 0; i < count; k++ {
+			slot := k % benchBatchDepth
+			if h := handles[slot]; h != nil {
+				if _, err := h.Epochs(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			buf := bufs[id][slot][:0]
+			for n := min(benchBatchSize, count-i); len(buf) < n; i++ {
+				buf = append(buf, benchWriteOf(id, i))
+			}
+			h, err := ch.WriteBatch(ctx, buf)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			handles[slot] = h
+		}
+	})
+	if err := c.WaitFor(ctx, Applied, uint64(b.N)); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+}
+
+func benchAppliedChan(b *testing.B, writers int) {
+	a := newBenchApplier(defaultFlushSize)
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		for i := range count {
+			a.in <- benchAck{w: benchWriteOf(id, i)}
+		}
+	})
+	a.close()
+	b.StopTimer()
+}
+
+func benchAppliedMap(b *testing.B) {
+	d := newBenchDelta(struct{}{})
+	for i := range b.N {
+		d.Apply(benchWriteOf(0, i))
+		if d.EstimateSize() >= defaultFlushSize {
+			d = newBenchDelta(struct{}{})
+		}
+	}
+}
+
+// BenchmarkRoundTrip measures latency: each writer submits a write and
+// waits until it is applied before the next.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, impl := range []string{"coordinator", "chan-ack"} {
+		for _, writers := range []int{1, 64} {
+			b.Run(fmt.Sprintf("impl=%s/writers=%d", impl, writers), func(b *testing.B) {
+				b.ReportAllocs()
+				switch impl {
+				case "coordinator":
+					benchRoundTripCoordinator(b, Config{}, writers)
+				case "chan-ack":
+					benchRoundTripChan(b, writers)
+				}
+			})
+		}
+	}
+}
+
+func benchRoundTripCoordinator(b *testing.B, cfg Config, writers int) {
+	c := newBenchCoordinator(b, cfg, &benchFlusher{})
+	defer benchStop(b, c)
+	ctx := context.Background()
+	ch := c.Channel(defaultChannel)
+	lat := newBenchLatencies(writers, b.N)
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		for i := range count {
+			start := time.Now()
+			h, err := ch.Write(ctx, benchWriteOf(id, i))
+			if err == nil {
+				_, err = h.Wait(ctx, Applied)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			lat[id] = append(lat[id], time.Since(start))
+		}
+	})
+	b.StopTimer()
+	lat.report(b)
+}
+
+func benchRoundTripChan(b *testing.B, writers int) {
+	a := newBenchApplier(defaultFlushSize)
+	defer a.close()
+	lat := newBenchLatencies(writers, b.N)
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		ack := make(chan struct{}, 1)
+		for i := range count {
+			start := time.Now()
+			a.in <- benchAck{w: benchWriteOf(id, i), ack: ack}
+			<-ack
+			lat[id] = append(lat[id], time.Since(start))
+		}
+	})
+	b.StopTimer()
+	lat.report(b)
+}
+
+// BenchmarkDurable measures group commit: each writer submits a write and
+// waits until it is durable (appended to a file and fsynced) before the
+// next.
+func BenchmarkDurable(b *testing.B) {
+	for _, impl := range []string{"coordinator", "group-fsync-ideal", "naive-fsync"} {
+		for _, writers := range []int{1, 16, 256} {
+			b.Run(fmt.Sprintf("impl=%s/writers=%d", impl, writers), func(b *testing.B) {
+				b.ReportAllocs()
+				f := benchTempFile(b)
+				var syncs int64
+				lat := newBenchLatencies(writers, b.N)
+				switch impl {
+				case "coordinator":
+					syncs = benchDurableCoordinator(b, f, writers, lat)
+				case "group-fsync-ideal":
+					syncs = benchDurableGroup(b, f, writers, lat)
+				case "naive-fsync":
+					syncs = benchDurableNaive(b, f, writers, lat)
+				}
+				lat.report(b)
+				if syncs > 0 {
+					b.ReportMetric(float64(b.N)/float64(syncs), "writes/sync")
+				}
+			})
+		}
+	}
+}
+
+// benchDurableCoordinator returns the number of fsyncs made while timing.
+func benchDurableCoordinator(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
+	fl := &benchFlusher{f: f}
+	c := newBenchCoordinator(b, Config{}, fl)
+	defer benchStop(b, c)
+	ctx := context.Background()
+	ch := c.Channel(defaultChannel)
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		for i := range count {
+			start := time.Now()
+			h, err := ch.Write(ctx, benchWriteOf(id, i))
+			if err == nil {
+				_, err = h.Wait(ctx, Durable)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			lat[id] = append(lat[id], time.Since(start))
+		}
+	})
+	b.StopTimer()
+	return fl.syncs.Load()
+}
+
+// benchGroupSyncer is the ideal group commit: one goroutine takes every
+// write queued, appends them all with one write, fsyncs once and wakes
+// their writers.
+type benchGroupSyncer struct {
+	f    *os.File
+	wake chan struct{} // buffer of 1
+	quit chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	pending []benchAck // protected by mu
+
+	syncs int64
+}
+
+func (g *benchGroupSyncer) submit(r benchAck) {
+	g.mu.Lock()
+	g.pending = append(g.pending, r)
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (g *benchGroupSyncer) run(b *testing.B) {
+	defer close(g.done)
+	var batch []benchAck
+	var buf []byte
+	for {
+		select {
+		case <-g.wake:
+		case <-g.quit:
+			return
+		}
+		g.mu.Lock()
+		batch, g.pending = g.pending, batch[:0]
+		g.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		buf = buf[:0]
+		for _, r := range batch {
+			buf = benchAppendRecord(buf, r.w)
+		}
+		if _, err := g.f.Write(buf); err != nil {
+			b.Error(err)
+		}
+		if err := g.f.Sync(); err != nil {
+			b.Error(err)
+		}
+		g.syncs++
+		for _, r := range batch {
+			r.ack <- struct{}{}
+		}
+	}
+}
+
+func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
+	g := &benchGroupSyncer{f: f, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go g.run(b)
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		ack := make(chan struct{}, 1)
+		for i := range count {
+			start := time.Now()
+			g.submit(benchAck{w: benchWriteOf(id, i), ack: ack})
+			<-ack
+			lat[id] = append(lat[id], time.Since(start))
+		}
+	})
+	b.StopTimer()
+	close(g.quit)
+	<-g.done
+	return g.syncs
+}
+
+func benchDurableNaive(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
+	var (
+		mu    sync.Mutex
+		syncs int64
+	)
+	b.ResetTimer()
+	benchRun(writers, b.N, func(id, count int) {
+		var rec [benchRecordSize]byte
+		for i := range count {
+			start := time.Now()
+			mu.Lock()
+			_, err := f.Write(benchAppendRecord(rec[:0], benchWriteOf(id, i)))
+			if err == nil {
+				err = f.Sync()
+			}
+			syncs++
+			mu.Unlock()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			lat[id] = append(lat[id], time.Since(start))
+		}
+	})
+	b.StopTimer()
+	return syncs
+}
+
+// BenchmarkScaling measures the cost per write as the number of channels,
+// the number of concurrent writers and the delta size grow.
+//
+//   - channels=C: 4 writers submit without waiting, each spreading its
+//     writes round-robin over C channels; until all applied.
+//   - writers=W: W goroutines each write and wait until applied (round
+//     trip), sharing b.N writes.
+//   - flush-size=S: 4 writers submit without waiting with FlushSize S (the
+//     flusher discards deltas); until all applied. Small deltas measure the
+//     cost of freezing and handing deltas over.
+func BenchmarkScaling(b *testing.B) {
+	for _, n := range []int{1, 4, 16, 64} {
+		b.Run(fmt.Sprintf("channels=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			cfg := Config{}
+			for i := range n {
+				cfg.Channels = append(cfg.Channels, "c"+strconv.Itoa(i))
+			}
+			benchAppliedCoordinator(b, cfg, 4)
+		})
+	}
+	for _, n := range []int{1, 100, 1000, 10000} {
+		b.Run(fmt.Sprintf("writers=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			benchRoundTripCoordinator(b, Config{}, n)
+		})
+	}
+	for _, s := range []struct {
+		name string
+		size int
+	}{{"64KiB", 64 << 10}, {"1MiB", 1 << 20}, {"64MiB", 64 << 20}} {
+		b.Run("flush-size="+s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			benchAppliedCoordinator(b, Config{FlushSize: s.size}, 4)
+		})
+	}
+}
+
+// TestWaiterPoolAcrossSynctestBubbles checks that a goroutine outside a
+// testing/synctest bubble can wait on a handle after a goroutine inside a
+// bubble did. Waiters are pooled process-wide, and a waiter whose channel
+// was created inside a bubble must never be handed to a goroutine outside
+// it: the runtime kills the process ("select on synctest channel from
+// outside bubble"). The scenario runs in a child process so that the crash
+// fails this test instead of killing the test binary.
+func TestWaiterPoolAcrossSynctestBubbles(t *testing.T) {
+	if os.Getenv("COORDINATOR_BUBBLE_CHILD") == "1" {
+		benchBubbleScenario(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestWaiterPoolAcrossSynctestBubbles$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "COORDINATOR_BUBBLE_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("waiting outside a bubble after waiting inside one: %v\n%s", err, out)
+	}
+}
+
+// benchBubbleScenario waits on an unapplied handle with a canceled context
+// inside a bubble (pooling a waiter created there), then does the same
+// outside. Pinning to one P makes the pool hand the same waiter back.
+func benchBubbleScenario(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	waitOnce := func(t *testing.T) {
+		c, err := New(Config{}, newBenchDelta, struct{}{}, struct{}{}, &benchFlusher{})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		h, err := c.Channel(defaultChannel).TryWrite(benchWriteOf(0, 0))
+		if err != nil {
+			t.Fatalf("TryWrite: %v", err)
+		}
+		// Not started: the write is not applied, so Wait must block on
+		// a waiter and return the context's error.
+		if _, err := h.Wait(ctx, Applied); !errors.Is(err, context.Canceled) {
+			t.Errorf("Wait(canceled ctx) = %v; want context.Canceled", err)
+		}
+		if err := c.Stop(context.Background()); err != nil {
+			t.Errorf("Stop() = %v; want nil", err)
+		}
+	}
+	synctest.Test(t, waitOnce)
+	waitOnce(t)
+}
