@@ -919,7 +919,7 @@ func TestContractCancelBlockedNext(t *testing.T) {
 }
 
 // ============================================================================
-// Known library bugs
+// Regressions
 // ============================================================================
 
 // TestRegressionWaitersAcrossSynctestBubbles guards against a crash: the

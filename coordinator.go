@@ -801,8 +801,7 @@ func (c *Coordinator[W, R, FV, DV, S]) logger() *slog.Logger { return c.cfg.Logg
 
 // fail fails the coordinator with err and publishes the final view.
 func (c *Coordinator[W, R, FV, DV, S]) fail(err error) {
-	if c.p.fail(err) {
-		c.hub.fail(err)
+	if c.hub.fail(err, func() bool { return c.p.fail(err) }) {
 		if l := c.logger(); l != nil {
 			l.Error("coordinator failed", "err", err)
 		}
@@ -915,12 +914,14 @@ func (c *Coordinator[W, R, FV, DV, S]) round() bool {
 	return worked
 }
 
-// drain applies what the channels hold now: unpaused ones, or all of them
-// when ignorePause is set. It takes each channel's queue once, so writers
-// that keep writing cannot make it run forever.
+// drain applies every slot accepted before it began on the unpaused
+// channels (all channels when ignorePause is set). Slots accepted later
+// may be applied too, but do not keep it going, so writers that keep
+// writing cannot make it run forever.
 func (c *Coordinator[W, R, FV, DV, S]) drain(ignorePause bool) {
 	for _, q := range c.queues {
-		for c.turn(q, ignorePause, 0) > 0 && q.heldPos < len(q.held) && !c.p.isFailed() {
+		want := q.accepted.Load()
+		for q.slotsApplied < want && c.turn(q, ignorePause, 0) > 0 {
 		}
 	}
 }
@@ -928,7 +929,7 @@ func (c *Coordinator[W, R, FV, DV, S]) drain(ignorePause bool) {
 // turn applies up to limit slots (0: no limit) of q and returns how many it
 // applied. It freezes the delta when it reaches FlushSize.
 func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, limit int) int {
-	if q.heldPos >= len(q.held) && q.depth.Load() == 0 {
+	if q.heldPos >= len(q.held) && q.depth.Load() == 0 || c.p.isFailed() {
 		return 0
 	}
 	q.applyMu.Lock()
@@ -969,6 +970,10 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 			o.h.done.complete()
 		}
 	}
+	// Drop the references to applied writes now, so an idle channel does
+	// not keep them (and their handles) alive beyond the byte budget.
+	clear(ops[:n])
+	q.slotsApplied += uint64(n)
 	q.applied.Add(uint64(writes))
 	if c.rejected > 0 {
 		q.applyErrors.Add(uint64(c.rejected))
@@ -1145,13 +1150,16 @@ func (c *Coordinator[W, R, FV, DV, S]) queuesEmpty() bool {
 	return true
 }
 
-// dropAll fails every accepted write that was not applied.
+// dropAll fails every accepted write that was not applied, and the
+// applied watermark: nothing more will be applied. Called by the
+// coordinator goroutine after a failure.
 func (c *Coordinator[W, R, FV, DV, S]) dropAll(err error) {
 	for _, q := range c.queues {
 		q.applyMu.Lock()
 		q.close(fmt.Errorf("coordinator: write not applied: %w", err), true)
 		q.applyMu.Unlock()
 	}
+	c.p.marks.applied.fail(err)
 }
 
 // failedLoop runs after a failure: it fails every queued write and answers
@@ -1159,7 +1167,6 @@ func (c *Coordinator[W, R, FV, DV, S]) dropAll(err error) {
 func (c *Coordinator[W, R, FV, DV, S]) failedLoop() {
 	err := c.p.failErr
 	c.dropAll(err)
-	c.hub.fail(err)
 	if c.budget != nil {
 		c.budget.release(c.liveBytes) // the live delta is lost with the failure
 		c.liveBytes = 0
@@ -1237,8 +1244,7 @@ func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) {
 		c.fail(fe)
 		return
 	}
-	c.hub.written(job.epochs, snap)
-	c.p.marks.written.advance(job.epochs.Last())
+	c.hub.written(job.epochs, snap, func() { c.p.marks.written.advance(job.epochs.Last()) })
 	c.cfg.Observer.Flushed(info)
 }
 
@@ -1280,8 +1286,10 @@ func (c *Coordinator[W, R, FV, DV, S]) sync() {
 		return
 	}
 	c.stats.syncs.Add(1)
-	c.p.marks.durable.advance(written)
-	c.p.syncDone.advance(req)
+	c.hub.unlessFailed(func() {
+		c.p.marks.durable.advance(written)
+		c.p.syncDone.advance(req)
+	})
 	c.cfg.Observer.Synced(info)
 }
 

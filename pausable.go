@@ -67,6 +67,9 @@ type queue[W, R any] struct {
 	// heldPos on. Owned by the coordinator goroutine.
 	held    []op[W, R]
 	heldPos int
+	// slotsApplied counts slots applied (or failed while applying); owned
+	// by the coordinator goroutine. Compared with accepted by drain.
+	slotsApplied uint64
 
 	// Counters for Stats.
 	accepted, rejectedFull, rejectedBudget, rejectedCanceled, rejectedClosed atomic.Uint64
@@ -108,8 +111,8 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 			}
 			q.items = append(q.items, o)
 			q.depth.Add(int64(o.writes()))
+			q.accepted.Add(1) // under mu: a drain that reads it finds the slot queued
 			q.mu.Unlock()
-			q.accepted.Add(1)
 			q.p.wakeCoordinator()
 			return nil
 		}

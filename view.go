@@ -62,6 +62,10 @@ func (h *viewHub[FV, DV, S]) load() *View[FV, DV, S] { return h.cur.Load() }
 func (h *viewHub[FV, DV, S]) update(mutate func(v *View[FV, DV, S])) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.updateLocked(mutate)
+}
+
+func (h *viewHub[FV, DV, S]) updateLocked(mutate func(v *View[FV, DV, S])) {
 	old := h.cur.Load()
 	if old.Err != nil {
 		return
@@ -90,9 +94,16 @@ func (h *viewHub[FV, DV, S]) freeze(fd FrozenDelta[FV], current DV) {
 }
 
 // written publishes the view after the frozen delta holding epochs was
-// written, producing snapshot.
-func (h *viewHub[FV, DV, S]) written(epochs EpochRange, snapshot S) {
-	h.update(func(v *View[FV, DV, S]) {
+// written, producing snapshot, then runs announce (which advances the
+// written watermark) under the same lock as failLocked: either the write is
+// announced before a failure, or not at all (invariants 3 and 6).
+func (h *viewHub[FV, DV, S]) written(epochs EpochRange, snapshot S, announce func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur.Load().Err != nil {
+		return
+	}
+	h.updateLocked(func(v *View[FV, DV, S]) {
 		// The written delta is the oldest, hence last; search anyway so a
 		// mismatch can never corrupt the view.
 		i := slices.IndexFunc(v.Frozen, func(f FrozenDelta[FV]) bool { return f.Epochs == epochs })
@@ -104,12 +115,32 @@ func (h *viewHub[FV, DV, S]) written(epochs EpochRange, snapshot S) {
 		v.Snapshot = snapshot
 		v.Written = epochs.Last()
 	})
+	announce()
 }
 
-// fail publishes the final view of a failed coordinator.
-func (h *viewHub[FV, DV, S]) fail(err error) {
+// unlessFailed runs f under the lock failLocked is called with, unless the
+// coordinator failed.
+func (h *viewHub[FV, DV, S]) unlessFailed(f func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.cur.Load().Err == nil {
+		f()
+	}
+}
+
+// fail runs markFailed and, if it reports the first failure, publishes
+// the final view of a failed coordinator, both under the hub's lock.
+func (h *viewHub[FV, DV, S]) fail(err error, markFailed func() bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !markFailed() {
+		return false
+	}
+	h.failLocked(err)
+	return true
+}
+
+func (h *viewHub[FV, DV, S]) failLocked(err error) {
 	old := h.cur.Load()
 	if old.Err != nil {
 		return
