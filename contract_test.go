@@ -16,8 +16,6 @@ import (
 	"time"
 )
 
-type testSubscriber = Subscriber[map[string]uint64, testReader, memSnapshot]
-
 // ctResult is the outcome of a blocking call run on another goroutine.
 type ctResult struct {
 	epoch uint64

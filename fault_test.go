@@ -25,7 +25,7 @@ import (
 // time: only a hang ever reaches it.
 const faultPatience = time.Hour
 
-var faultErr = errors.New("fault: injected error")
+var errFault = errors.New("fault: injected error")
 
 const faultPanicValue = "fault: injected panic"
 
@@ -34,7 +34,7 @@ type faultAction uint8
 
 const (
 	faultPass     faultAction = iota // run the call normally
-	faultFail                        // return an error wrapping faultErr
+	faultFail                        // return an error wrapping errFault
 	faultPanic                       // panic with faultPanicValue
 	faultSlow                        // wait delay (or ctx), then run normally
 	faultHangCtx                     // block until ctx is done, return its error
@@ -167,7 +167,7 @@ func (inj *faultInjector) hit(ctx context.Context, op string) error {
 	}
 	switch rule.action {
 	case faultFail:
-		return fmt.Errorf("%s call %d: %w", op, n, faultErr)
+		return fmt.Errorf("%s call %d: %w", op, n, errFault)
 	case faultPanic:
 		panic(faultPanicValue)
 	case faultSlow:
@@ -462,7 +462,7 @@ func (fx *faultFixture) wantFailure(what string, err error) {
 			t.Errorf("%s = %v; want an error wrapping *FlushError", what, err)
 			return
 		}
-		if fe.Op != fx.kind.op || !errors.Is(err, faultErr) || fe.Attempts != 1 {
+		if fe.Op != fx.kind.op || !errors.Is(err, errFault) || fe.Attempts != 1 {
 			t.Errorf("%s = %#v; want Op %q, Attempts 1, wrapping the flusher's error", what, fe, fx.kind.op)
 		}
 		// The failed call covered everything not yet written (FlushDelta)
@@ -977,7 +977,7 @@ func TestFaultRetryGivesUp(t *testing.T) {
 		wantAttempts int
 	}{
 		{"exhausted", faultFail, nil, 3},
-		{"not retryable", faultFail, func(err error) bool { return !errors.Is(err, faultErr) }, 1},
+		{"not retryable", faultFail, func(err error) bool { return !errors.Is(err, errFault) }, 1},
 		{"panic", faultPanic, nil, 1},
 	}
 	for _, tt := range tests {
@@ -1045,7 +1045,7 @@ func TestFaultRetryBackoffEndsAtStop(t *testing.T) {
 		}
 		err = c.Stop(context.Background())
 		var fe *FlushError
-		if !errors.As(err, &fe) || fe.Attempts != 1 || !errors.Is(err, faultErr) {
+		if !errors.As(err, &fe) || fe.Attempts != 1 || !errors.Is(err, errFault) {
 			t.Fatalf("second Stop() = %v; want the FlushError of the one attempt", err)
 		}
 		if _, err := h.Wait(t.Context(), Written); !errors.Is(err, ErrFailed) {
@@ -1306,7 +1306,7 @@ func TestFaultApplyErrorIsNotFatal(t *testing.T) {
 			_, err := h.Wait(ctx, Durable)
 			var ae *ApplyError
 			switch {
-			case i == 1 && (!errors.As(err, &ae) || ae.Epoch != 2 || !errors.Is(err, faultErr) || errors.Is(err, ErrFailed)):
+			case i == 1 && (!errors.As(err, &ae) || ae.Epoch != 2 || !errors.Is(err, errFault) || errors.Is(err, ErrFailed)):
 				t.Errorf("Wait(Durable) of the rejected write = %v; want an ApplyError for epoch 2, not a failure", err)
 			case i != 1 && err != nil:
 				t.Errorf("Wait(Durable) of write %d = %v; want nil", i, err)

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"sync"
 	"testing"
@@ -272,7 +271,5 @@ func assertRows(t testing.TB, snap memSnapshot, want map[string]seqValue) {
 		}
 	}
 }
-
-var errInjected = errors.New("injected failure")
 
 func w(key string, value uint64, size int) testWrite { return testWrite{key, value, size} }

@@ -696,7 +696,7 @@ func (m *model) wantFatal(what string, err error) {
 		}
 	case faultFail:
 		var fe *FlushError
-		if !errors.As(err, &fe) || fe.Op != f.op || !errors.Is(err, faultErr) {
+		if !errors.As(err, &fe) || fe.Op != f.op || !errors.Is(err, errFault) {
 			m.errorf("%s = %v; want a FlushError of %s wrapping the injected error", what, err, f.op)
 		}
 	}
@@ -839,7 +839,7 @@ func (m *model) checkHandles() map[uint64]*modelWrite {
 				m.errorf("write %d at epoch %d, whose Apply panicked: error %v; want a PanicError", w.id, e, o.err)
 			}
 		case faultFail:
-			if !errors.As(o.err, &ae) || ae.Epoch != e || !errors.Is(o.err, faultErr) {
+			if !errors.As(o.err, &ae) || ae.Epoch != e || !errors.Is(o.err, errFault) {
 				m.errorf("write %d at epoch %d, whose Apply failed: error %v; want an ApplyError for it", w.id, e, o.err)
 			}
 		default:

@@ -217,6 +217,9 @@ func TestDurableWritesRecover(t *testing.T) {
 		if d := diff(got, want); d != "" {
 			t.Errorf("Recover after Close differs:\n%s", d)
 		}
+		if rec.Last() != writers*ops {
+			t.Errorf("after Close, recovered through sequence number %d; want %d", rec.Last(), writers*ops)
+		}
 		t.Logf("%d ops by %d durable writers: %d segments", writers*ops, writers, segments)
 	})
 }
