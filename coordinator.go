@@ -510,7 +510,13 @@ type flushReply struct {
 // someone actually blocks); waking all waiters on every watermark change
 // (waiters sit in a heap ordered by epoch, so each wake-up is O(log n) and
 // only satisfied waiters run); letting Stop drop queued writes, or leaving
-// waiters to hang after a flush error, as the original did.
+// waiters to hang after a flush error, as the original did; a select over
+// the timer, control and wake channels in the idle loop (selectgo was a
+// third of the CPU of a one-writer round trip); moving a Durable waiter
+// from its handle straight onto the watermark when the write is applied,
+// so it parks once (measured: no gain at 256 writers, 28% slower at 16,
+// because the demand arrives before other writers' writes and splits the
+// group).
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
