@@ -965,9 +965,13 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 	}
 	q.applyMu.Unlock()
 
-	// Publish the watermark before completing handles (invariant 3).
+	// Publish the watermark before completing handles (invariant 3), and
+	// the failure before anyone can learn of it from a handle.
 	if c.next > first {
 		c.p.marks.applied.advance(c.next - 1)
+	}
+	if panicErr != nil {
+		c.fail(panicErr)
 	}
 	for i := range ops[:n] {
 		if o := &ops[i]; o.bh != nil {
@@ -992,7 +996,6 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 		c.stats.apply.count.Add(1)
 	}
 	if panicErr != nil {
-		c.fail(panicErr)
 		return n
 	}
 	c.stats.deltaBytes.Store(int64(c.lastSize))
