@@ -19,11 +19,12 @@
 // Usage rules:
 //   - Writes enter through named, bounded [Channel] queues. [Channel.TryWrite]
 //     never blocks; [Channel.Write] waits for room or for its context.
-//   - Every applied write gets the next epoch, starting at 1. A
-//     [WriteHandle] waits for the write to reach [Applied], [Written] or
-//     [Durable]; waiting for Written or Durable is itself a request to flush.
+//   - Every applied write gets the next epoch, starting at 1 (or
+//     [Config.FirstEpoch]). A [WriteHandle] waits for the write to reach
+//     [Applied], [Written] or [Durable]; waiting for Written or Durable is
+//     itself a request to flush.
 //   - Readers call [Coordinator.View] (or [Coordinator.Subscribe]) and never
-//     block writers; views are immutable.
+//     block writers; views are published copy-on-write.
 //   - [Coordinator.Stop] applies, flushes and syncs everything accepted, and
 //     returns the first error. Once the flusher fails for good, or user code
 //     panics, the coordinator is failed: every affected waiter and every
@@ -31,6 +32,17 @@
 //
 // Every blocking call takes a [context.Context] and returns its error,
 // wrapped, when it is done.
+//
+// The pipeline, with the goroutine that runs each step:
+//
+//	writers        Channel.Write ──▶ bounded queue per channel
+//	coordinator    epoch = next++ ─▶ Delta.Apply ─▶ Applied
+//	               Delta.Freeze ──▶ View{Frozen: +delta} ─▶ flush queue
+//	flusher        Flusher.FlushDelta ─▶ View{Snapshot} ─▶ Written
+//	               Flusher.FlushStorage ─▶ Durable
+//
+// See [Coordinator] for the invariants and the design choices behind them,
+// and the README for the guarantees in full.
 package coordinator
 
 import (

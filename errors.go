@@ -36,10 +36,12 @@ type ApplyError struct {
 	Err   error  // the error Apply returned
 }
 
+// Error implements the error interface.
 func (e *ApplyError) Error() string {
 	return fmt.Sprintf("coordinator: apply failed at epoch %d: %v", e.Epoch, e.Err)
 }
 
+// Unwrap returns the error Apply returned.
 func (e *ApplyError) Unwrap() error { return e.Err }
 
 // FlushError reports that the [Flusher] could not complete an operation.
@@ -53,6 +55,7 @@ type FlushError struct {
 	Err      error      // the flusher's last error
 }
 
+// Error implements the error interface.
 func (e *FlushError) Error() string {
 	return fmt.Sprintf("coordinator: failed: %s of epochs %v failed after %d attempt(s): %v",
 		e.Op, e.Epochs, e.Attempts, e.Err)
@@ -71,6 +74,7 @@ type PanicError struct {
 	Stack []byte // the goroutine's stack at the panic
 }
 
+// Error implements the error interface.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("coordinator: failed: panic in %s: %v", e.Op, e.Value)
 }
@@ -91,6 +95,7 @@ type LagError struct {
 	Missed uint64 // number of views that were dropped
 }
 
+// Error implements the error interface.
 func (e *LagError) Error() string {
 	return fmt.Sprintf("coordinator: subscriber lagged: %d view(s) missed", e.Missed)
 }

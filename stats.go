@@ -18,6 +18,7 @@ const (
 	numFlushReasons
 )
 
+// String returns the reason's metric label: "size", "interval", ...
 func (r FlushReason) String() string {
 	switch r {
 	case FlushSize:
@@ -163,12 +164,23 @@ type Observer interface {
 // NopObserver implements [Observer] and ignores every event.
 type NopObserver struct{}
 
-func (NopObserver) Applied(string, int, time.Duration)                 {}
+// Applied implements [Observer].
+func (NopObserver) Applied(string, int, time.Duration) {}
+
+// Frozen implements [Observer].
 func (NopObserver) Frozen(FlushReason, EpochRange, int, time.Duration) {}
-func (NopObserver) Dispatched(EpochRange, time.Duration)               {}
-func (NopObserver) Flushed(FlushInfo)                                  {}
-func (NopObserver) Synced(SyncInfo)                                    {}
-func (NopObserver) SlowFlush(string, EpochRange, time.Duration)        {}
+
+// Dispatched implements [Observer].
+func (NopObserver) Dispatched(EpochRange, time.Duration) {}
+
+// Flushed implements [Observer].
+func (NopObserver) Flushed(FlushInfo) {}
+
+// Synced implements [Observer].
+func (NopObserver) Synced(SyncInfo) {}
+
+// SlowFlush implements [Observer].
+func (NopObserver) SlowFlush(string, EpochRange, time.Duration) {}
 
 type stats struct {
 	deltaBytes                                        atomic.Int64

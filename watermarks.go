@@ -23,6 +23,7 @@ const (
 	Durable
 )
 
+// String returns "Applied", "Written" or "Durable".
 func (d Durability) String() string {
 	switch d {
 	case Applied:
@@ -51,6 +52,7 @@ func (r EpochRange) Len() uint64 { return r.End - r.Start }
 // Last is the last epoch in the range; it is meaningless for an empty range.
 func (r EpochRange) Last() uint64 { return r.End - 1 }
 
+// String formats the range as "[start, end)".
 func (r EpochRange) String() string { return fmt.Sprintf("[%d, %d)", r.Start, r.End) }
 
 // waiter is a parked goroutine. Waiters come from a pool so that waiting
