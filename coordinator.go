@@ -461,7 +461,8 @@ type flushReply struct {
 // Coordinator sequences writes from many goroutines into epochs, applies
 // them to a [Delta], and drives a [Flusher]. Create it with [New], then
 // [Coordinator.Start] it; [Coordinator.Stop] it when done. All methods are
-// safe for concurrent use. A Coordinator must not be copied.
+// safe for concurrent use. The zero value is not usable, and a Coordinator
+// must not be copied.
 //
 // Type parameters: W write, R apply result, FV frozen-delta view, DV live
 // delta view, S storage snapshot (see [Delta] and [Flusher]). They are

@@ -101,7 +101,8 @@ func (c *completion) removeLocked(w *waiter) bool {
 // [Channel.Write] and [Channel.TryWrite].
 //
 // A WriteHandle is safe for concurrent use and its methods may be called any
-// number of times. It must not be copied.
+// number of times. Only the coordinator creates them: the zero value is not
+// usable, and a WriteHandle must not be copied.
 type WriteHandle[R any] struct {
 	done completion
 	p    *pipeline
@@ -168,7 +169,8 @@ type Result[R any] struct {
 // of a batch are applied one after another with consecutive epochs and no
 // write from another batch in between.
 //
-// A BatchHandle is safe for concurrent use. It must not be copied.
+// A BatchHandle is safe for concurrent use. Only the coordinator creates
+// them: the zero value is not usable, and a BatchHandle must not be copied.
 type BatchHandle[R any] struct {
 	done completion
 	p    *pipeline

@@ -38,7 +38,8 @@ func (d Durability) String() string {
 
 func (d Durability) valid() bool { return d >= Applied && d <= Durable }
 
-// EpochRange is the half-open range of epochs [Start, End).
+// EpochRange is the half-open range of epochs [Start, End). It is a plain
+// value: the zero value is the empty range, and copies are independent.
 type EpochRange struct {
 	Start, End uint64
 }
@@ -259,7 +260,8 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 	return &epochError{level, e, err}
 }
 
-// Watermarks is a snapshot of the three progress markers. Each is the
+// Watermarks is a snapshot of the three progress markers, a plain value.
+// Each is the
 // highest epoch that reached that level; all epochs up to it did too.
 // Applied >= Written >= Durable always holds.
 type Watermarks struct {
