@@ -261,9 +261,8 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 }
 
 // Watermarks is a snapshot of the three progress markers, a plain value.
-// Each is the
-// highest epoch that reached that level; all epochs up to it did too.
-// Applied >= Written >= Durable always holds.
+// Each is the highest epoch that reached that level; all epochs up to it
+// did too. Applied >= Written >= Durable always holds.
 type Watermarks struct {
 	Applied, Written, Durable uint64
 }
