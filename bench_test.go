@@ -15,18 +15,14 @@ package coordinator
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 )
 
@@ -625,52 +621,4 @@ func BenchmarkScaling(b *testing.B) {
 			benchAppliedCoordinator(b, Config{FlushSize: s.size}, 4)
 		})
 	}
-}
-
-// TestWaiterPoolAcrossSynctestBubbles checks that a goroutine outside a
-// testing/synctest bubble can wait on a handle after a goroutine inside a
-// bubble did. Waiters are pooled process-wide, and a waiter whose channel
-// was created inside a bubble must never be handed to a goroutine outside
-// it: the runtime kills the process ("select on synctest channel from
-// outside bubble"). The scenario runs in a child process so that the crash
-// fails this test instead of killing the test binary.
-func TestWaiterPoolAcrossSynctestBubbles(t *testing.T) {
-	if os.Getenv("COORDINATOR_BUBBLE_CHILD") == "1" {
-		benchBubbleScenario(t)
-		return
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestWaiterPoolAcrossSynctestBubbles$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "COORDINATOR_BUBBLE_CHILD=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("waiting outside a bubble after waiting inside one: %v\n%s", err, out)
-	}
-}
-
-// benchBubbleScenario waits on an unapplied handle with a canceled context
-// inside a bubble (pooling a waiter created there), then does the same
-// outside. Pinning to one P makes the pool hand the same waiter back.
-func benchBubbleScenario(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	waitOnce := func(t *testing.T) {
-		c, err := New(Config{}, newBenchDelta, struct{}{}, struct{}{}, &benchFlusher{})
-		if err != nil {
-			t.Fatalf("New: %v", err)
-		}
-		h, err := c.Channel(defaultChannel).TryWrite(benchWriteOf(0, 0))
-		if err != nil {
-			t.Fatalf("TryWrite: %v", err)
-		}
-		// Not started: the write is not applied, so Wait must block on
-		// a waiter and return the context's error.
-		if _, err := h.Wait(ctx, Applied); !errors.Is(err, context.Canceled) {
-			t.Errorf("Wait(canceled ctx) = %v; want context.Canceled", err)
-		}
-		if err := c.Stop(context.Background()); err != nil {
-			t.Errorf("Stop() = %v; want nil", err)
-		}
-	}
-	synctest.Test(t, waitOnce)
-	waitOnce(t)
 }
