@@ -986,3 +986,39 @@ func TestContractFirstEpoch(t *testing.T) {
 		t.Fatalf("New(FirstEpoch: 1<<63) = nil error; want an error")
 	}
 }
+
+// TestContractMonitorReleasedWhenFeedEnds: once the coordinator stopped and
+// the subscriber read every view, Next returns ErrClosed and Monitor
+// waiters beyond the subscriber's watermarks return instead of hanging.
+func TestContractMonitorReleasedWhenFeedEnds(t *testing.T) {
+	ctx := context.Background()
+	c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
+	sub := c.Subscribe()
+	defer sub.Close()
+	sub.Initialize()
+	mon := sub.Monitor()
+	c.Start()
+	if _, err := c.Channel("default").TryWrite(w("a", 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	stop(t, c)
+
+	waitErr := make(chan error, 1) // buffered: the waiter never blocks sending
+	go func() { waitErr <- mon.Wait(ctx, Written, 100) }()
+	for {
+		v, err := sub.Next(ctx)
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Next() = %v", err)
+		}
+		sub.Advance(Written, v.Written)
+	}
+	if err := <-waitErr; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Monitor.Wait(Written, 100) after the feed ended = %v; want ErrClosed", err)
+	}
+	if got := sub.Watermarks().Written; got != 1 {
+		t.Fatalf("subscriber Written = %d; want 1", got)
+	}
+}

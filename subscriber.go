@@ -124,6 +124,10 @@ func (s *Subscriber[FV, DV, S]) Next(ctx context.Context) (*View[FV, DV, S], err
 			return v, nil
 		case s.closed:
 			s.mu.Unlock()
+			// Every view has been handed out and processed: the
+			// subscriber's watermarks cannot move any more, so release
+			// Monitor waiters beyond them.
+			s.marks.fail(ErrClosed)
 			return nil, ErrClosed
 		}
 		s.mu.Unlock()
@@ -160,7 +164,10 @@ func (s *Subscriber[FV, DV, S]) Monitor() *Monitor { return &Monitor{marks: &s.m
 
 // Close ends the subscription. Buffered views can still be read; Monitor
 // waiters whose epoch was not reached return an error wrapping [ErrClosed].
-// Close is idempotent.
+// Close is idempotent. Close a subscriber you stop using (for instance
+// after replacing it with a new [Coordinator.Subscribe]): its Monitor
+// waiters are released only by Close, or by Next returning ErrClosed once
+// the coordinator has stopped and every buffered view was read.
 func (s *Subscriber[FV, DV, S]) Close() {
 	s.hub.unsubscribe(s)
 	s.closeFeed()
