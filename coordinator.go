@@ -568,6 +568,7 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	lastSize   int   // the live delta's EstimateSize after the last apply
 	liveBytes  int64 // byte budget held by writes applied to the live delta
 	rejected   int   // writes Apply rejected in the current turn
+	turnWrites int   // writes of the slots consumed in the current turn
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a
@@ -961,7 +962,7 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 		start = time.Now()
 	}
 	first := c.next
-	c.rejected = 0
+	c.rejected, c.turnWrites = 0, 0
 	lo, hi := q.heldPos, len(q.held)
 	if limit > 0 && hi-lo > limit {
 		hi = lo + limit
@@ -970,12 +971,7 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 	n, full, panicErr := c.applyOps(ops)
 	q.heldPos = lo + n
 	writes := int(c.next - first)
-	q.depth.Add(-int64(countWrites(ops[:n])))
-	if c.budget != nil {
-		for i := range ops[:n] {
-			c.liveBytes += ops[i].bytes
-		}
-	}
+	q.depth.Add(-int64(c.turnWrites))
 	q.applyMu.Unlock()
 
 	// Publish the watermark before completing handles (invariant 3), and
@@ -1018,14 +1014,6 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 	return n
 }
 
-func countWrites[W, R any](ops []op[W, R]) int {
-	n := 0
-	for i := range ops {
-		n += ops[i].writes()
-	}
-	return n
-}
-
 // applyOps applies ops in order until they are done or the delta reaches
 // FlushSize. It returns how many ops it consumed (including one that
 // panicked) and the panic, if any. Handles get their results but are not
@@ -1047,6 +1035,9 @@ func (c *Coordinator[W, R, FV, DV, S]) applyOps(ops []op[W, R]) (n int, full boo
 	limit := c.cfg.FlushSize
 	for ; n < len(ops); n++ {
 		o := &ops[n]
+		// Account for the slot as it is consumed, before Apply can panic.
+		c.turnWrites += o.writes()
+		c.liveBytes += o.bytes // 0 without a byte budget
 		if o.bh == nil {
 			e := c.next
 			c.next++
