@@ -386,16 +386,23 @@ func BenchmarkRoundTrip(b *testing.B) {
 func benchRoundTripCoordinator(b *testing.B, cfg Config, writers int) {
 	c := newBenchCoordinator(b, cfg, &benchFlusher{})
 	defer benchStop(b, c)
+	lat := newBenchLatencies(writers, b.N)
+	benchWriteAndWait(b, c, writers, Applied, lat)
+	lat.report(b)
+}
+
+// benchWriteAndWait has writers share b.N writes, each written and then
+// waited for at level, recording each write's latency in lat.
+func benchWriteAndWait(b *testing.B, c *benchCoordinator, writers int, level Durability, lat benchLatencies) {
 	ctx := context.Background()
 	ch := c.Channel(defaultChannel)
-	lat := newBenchLatencies(writers, b.N)
 	b.ResetTimer()
 	benchRun(writers, b.N, func(id, count int) {
 		for i := range count {
 			start := time.Now()
 			h, err := ch.Write(ctx, benchWriteOf(id, i))
 			if err == nil {
-				_, err = h.Wait(ctx, Applied)
+				_, err = h.Wait(ctx, level)
 			}
 			if err != nil {
 				b.Error(err)
@@ -405,7 +412,6 @@ func benchRoundTripCoordinator(b *testing.B, cfg Config, writers int) {
 		}
 	})
 	b.StopTimer()
-	lat.report(b)
 }
 
 func benchRoundTripChan(b *testing.B, writers int) {
@@ -459,24 +465,7 @@ func benchDurableCoordinator(b *testing.B, f *os.File, writers int, lat benchLat
 	fl := &benchFlusher{f: f}
 	c := newBenchCoordinator(b, Config{}, fl)
 	defer benchStop(b, c)
-	ctx := context.Background()
-	ch := c.Channel(defaultChannel)
-	b.ResetTimer()
-	benchRun(writers, b.N, func(id, count int) {
-		for i := range count {
-			start := time.Now()
-			h, err := ch.Write(ctx, benchWriteOf(id, i))
-			if err == nil {
-				_, err = h.Wait(ctx, Durable)
-			}
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			lat[id] = append(lat[id], time.Since(start))
-		}
-	})
-	b.StopTimer()
+	benchWriteAndWait(b, c, writers, Durable, lat)
 	return fl.syncs.Load()
 }
 
