@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -273,3 +275,61 @@ func assertRows(t testing.TB, snap memSnapshot, want map[string]seqValue) {
 }
 
 func w(key string, value uint64, size int) testWrite { return testWrite{key, value, size} }
+
+// testDeadline bounds every blocking call a test makes, far below go test's
+// -timeout: a call that does not return by then fails its test with a
+// goroutine dump instead of hanging the suite. Inside a synctest bubble the
+// deadline is on the bubble's fake clock, so a deadlock there fails as soon
+// as every goroutine is blocked.
+const testDeadline = 30 * time.Second
+
+// deadlineCtx returns a context that ends testDeadline from now (or when
+// the test ends).
+func deadlineCtx(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// goroutineDump returns the stacks of every goroutine.
+func goroutineDump() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// await returns the value ch delivers, or fails t with a goroutine dump
+// naming what did not happen within testDeadline.
+func await[T any](t testing.TB, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(testDeadline)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("%s did not happen within %v; goroutines:\n%s", what, testDeadline, goroutineDump())
+		panic("unreachable")
+	}
+}
+
+// within runs f on another goroutine and fails t with a goroutine dump if it
+// does not return within testDeadline; what names the call.
+func within(t testing.TB, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	await(t, what, done)
+}
+
+// failIfHung is deferred with a context from deadlineCtx: if the test body
+// returns because that context ended, it adds a goroutine dump.
+func failIfHung(t testing.TB, ctx context.Context) {
+	t.Helper()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Errorf("a call hit the %v test deadline; goroutines:\n%s", testDeadline, goroutineDump())
+	}
+}
