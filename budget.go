@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 )
@@ -8,49 +10,127 @@ import (
 // Sizer is implemented by write types that know their size in bytes. It is
 // required when [Config.MaxBytes] is set: the coordinator charges each
 // write's Size against the byte budget from the moment it is accepted
-// until the delta holding it has been written.
+// until the delta holding it has been written. A negative Size is refused
+// with [ErrInvalidSize].
 type Sizer interface {
 	Size() int
 }
 
 // budget bounds the bytes of writes that are queued, in the live delta, or
-// in frozen deltas not yet written. Reserving is one atomic add; only
-// writers that find it exhausted touch the mutex.
+// in frozen deltas not yet written. Reserving is one atomic operation while
+// nobody waits; writers that find it exhausted queue up in FIFO order, and
+// each release admits as many of them, from the front, as now fit.
+//
+// Accounting cannot overflow: a reservation n is admitted only if
+// n <= max-used (or nothing is held), so used never exceeds
+// max(max, the largest single write).
 type budget struct {
 	max  int64
+	p    *pipeline // to wake the coordinator when a writer starts waiting
 	used atomic.Int64
 
-	mu   sync.Mutex
-	room chan struct{} // protected by mu: closed when bytes are released; nil if nobody waits
-	// starved is set when a writer found the budget exhausted; the
-	// coordinator then freezes the live delta so its bytes can be released.
+	// nblocked counts listed writers. A writer raises it (under mu) before
+	// reading used; release lowers used before reading it: one of the two
+	// always sees the other.
+	nblocked atomic.Int32
+	// starved is set when TryWrite found the budget exhausted; the
+	// coordinator then freezes the live delta so its bytes can be
+	// released. It is cleared by the freeze.
 	starved atomic.Bool
+
+	mu      sync.Mutex
+	blocked waitList // protected by mu; waiter.epoch is the bytes wanted
 }
 
-// tryAcquire reserves n bytes if they fit. A write larger than the whole
-// budget is admitted when nothing else is reserved, so it cannot wait
-// forever.
+// fits reports whether n more bytes may be reserved when used are. A write
+// larger than the whole budget fits when nothing else is reserved, so it
+// cannot wait forever.
+func (b *budget) fits(used, n int64) bool { return used <= 0 || n <= b.max-used }
+
+// isStarved reports whether writers wait for bytes (or TryWrite found none).
+func (b *budget) isStarved() bool { return b.nblocked.Load() > 0 || b.starved.Load() }
+
+// tryAcquire reserves n bytes if they fit and no writer waits before it.
 func (b *budget) tryAcquire(n int64) bool {
-	for {
-		used := b.used.Load()
-		if used+n > b.max && used > 0 {
-			b.starved.Store(true)
-			return false
+	if b.nblocked.Load() == 0 {
+		for {
+			used := b.used.Load()
+			if !b.fits(used, n) {
+				break
+			}
+			if b.used.CompareAndSwap(used, used+n) {
+				return true
+			}
 		}
-		if b.used.CompareAndSwap(used, used+n) {
-			return true
+	}
+	b.starved.Store(true)
+	return false
+}
+
+// acquire reserves n bytes, waiting in FIFO order behind earlier writers.
+// owner is the writer's queue: closing it (cancel) ends the wait. It reports
+// whether the bytes were reserved; if not, ctx is done or owner was closed.
+func (b *budget) acquire(ctx context.Context, n int64, owner any) bool {
+	w := getWaiter()
+	w.epoch, w.owner = uint64(n), owner
+	b.mu.Lock()
+	b.blocked.pushBack(w)
+	b.nblocked.Add(1)
+	b.grantLocked()
+	if !w.granted {
+		b.mu.Unlock()
+		b.p.wakeCoordinator() // it frees bytes by freezing the live delta
+		w.park(ctx)
+		b.mu.Lock()
+		if b.blocked.contains(w) {
+			// Still listed: give up the place; the writers behind may
+			// fit now.
+			b.unlistLocked(w)
+			b.grantLocked()
 		}
+	}
+	// Grants and cancellations signal under mu, so no signal for w is
+	// still on its way: w can be reused.
+	granted := w.granted
+	b.mu.Unlock()
+	putWaiter(w)
+	return granted
+}
+
+func (b *budget) unlistLocked(w *waiter) {
+	b.blocked.remove(w)
+	b.nblocked.Add(-1)
+}
+
+// grantLocked admits writers from the front of the line while they fit.
+func (b *budget) grantLocked() {
+	for w := b.blocked.head; w != nil; w = b.blocked.head {
+		used, n := b.used.Load(), int64(w.epoch)
+		if !b.fits(used, n) {
+			return
+		}
+		if !b.used.CompareAndSwap(used, used+n) {
+			continue
+		}
+		b.unlistLocked(w)
+		w.granted = true
+		w.signal()
 	}
 }
 
-// wait returns a channel closed at the next release.
-func (b *budget) wait() <-chan struct{} {
+// cancel ends the wait of every writer of owner, which was closed.
+func (b *budget) cancel(owner any) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.room == nil {
-		b.room = make(chan struct{})
+	for w := b.blocked.head; w != nil; {
+		next := w.next
+		if w.owner == owner {
+			b.unlistLocked(w)
+			w.signal()
+		}
+		w = next
 	}
-	return b.room
+	b.grantLocked()
 }
 
 func (b *budget) release(n int64) {
@@ -58,12 +138,11 @@ func (b *budget) release(n int64) {
 		return
 	}
 	b.used.Add(-n)
-	b.mu.Lock()
-	if b.room != nil {
-		close(b.room)
-		b.room = nil
+	if b.nblocked.Load() > 0 {
+		b.mu.Lock()
+		b.grantLocked()
+		b.mu.Unlock()
 	}
-	b.mu.Unlock()
 }
 
 // sizeOf returns a function giving a write's size, or nil if W does not
@@ -77,4 +156,13 @@ func sizeOf[W any]() func(W) int64 {
 		return func(w W) int64 { return int64(any(&w).(Sizer).Size()) }
 	}
 	return func(w W) int64 { return int64(any(w).(Sizer).Size()) }
+}
+
+// addSize adds a write's size to a running total, reporting false for a
+// negative size or an overflow.
+func addSize(total, n int64) (int64, bool) {
+	if n < 0 || total > math.MaxInt64-n {
+		return total, false
+	}
+	return total + n, true
 }

@@ -287,22 +287,23 @@ func (cfg Config) withDefaults() (Config, error) {
 // pipeline is the part of the coordinator's state that does not depend on
 // the type parameters; handles hold a pointer to it.
 type pipeline struct {
+	// marks are the three watermarks. Their waiters are the demand: a
+	// listed Written or Durable waiter asks for a freeze (see freezeDemand)
+	// and a listed Durable waiter whose epoch is written asks for a sync
+	// (see syncDemand). A wait that ends takes its demand with it.
 	marks    levels
 	syncReq  atomic.Uint64 // number of explicit sync requests made
 	syncDone watermark     // number of explicit sync requests served
 
-	// Demand: the highest epoch some goroutine waits to see Written or
-	// Durable. Raised by waiters, read by the coordinator and flusher.
-	wantWritten, wantDurable atomic.Uint64
 	// frozenThrough is the last epoch handed to the flusher. Written by
 	// the coordinator goroutine.
 	frozenThrough atomic.Uint64
-	// busy counts frozen deltas queued for or in the flusher, plus a
-	// running sync. The coordinator freezes for waiters only when it is 0,
-	// so that writes arriving during a flush are grouped into the next.
-	busy atomic.Int32
-	// syncing is 1 while FlushStorage runs (it is also counted in busy).
-	syncing atomic.Int32
+	// busy counts frozen deltas queued for or in the flusher (low 32 bits)
+	// and running syncs (busySync each), in one word so that a reader
+	// sees both at the same instant. The coordinator freezes for waiters
+	// only when it is 0, so that writes arriving during a flush are
+	// grouped into the next.
+	busy atomic.Int64
 
 	sleeping atomic.Bool // the coordinator goroutine is about to block
 	// attn counts Flush callers about to hand over a request, plus a large
@@ -314,10 +315,13 @@ type pipeline struct {
 	kick       chan struct{} // buffer of 1: a pending wake-up for the flusher
 	lazy       bool          // Config.DisableFlushOnWait
 
-	failOnce sync.Once
-	failErr  error         // written once, before failed is closed
-	failed   chan struct{} // closed when the coordinator fails
+	failOnce   sync.Once
+	failErr    error         // written once, before failedFlag is set
+	failedFlag atomic.Bool   // set once the failure is published
+	failed     chan struct{} // closed together with failedFlag
 }
+
+const busySync = 1 << 32 // added to pipeline.busy while FlushStorage runs
 
 func (p *pipeline) wakeCoordinator() {
 	if p.sleeping.Load() && p.sleeping.CompareAndSwap(true, false) {
@@ -344,14 +348,7 @@ func (p *pipeline) kickFlusher() {
 	}
 }
 
-func (p *pipeline) isFailed() bool {
-	select {
-	case <-p.failed:
-		return true
-	default:
-		return false
-	}
-}
+func (p *pipeline) isFailed() bool { return p.failedFlag.Load() }
 
 // err returns the failure, or nil.
 func (p *pipeline) err() error {
@@ -361,23 +358,65 @@ func (p *pipeline) err() error {
 	return nil
 }
 
-// fail records the coordinator's failure; only the first call counts. It
-// reports whether this call was the first.
-func (p *pipeline) fail(err error) bool {
+// recordFailure records err as the failure if it is the first; it reports
+// whether it was. Nobody learns of the failure until announceFailure.
+func (p *pipeline) recordFailure(err error) bool {
 	first := false
 	p.failOnce.Do(func() {
 		p.failErr = err
-		close(p.failed)
 		first = true
 	})
-	if first {
-		p.marks.written.fail(err)
-		p.marks.durable.fail(err)
-		p.syncDone.fail(err)
-		p.kickFlusher()
-		p.forceWake()
-	}
 	return first
+}
+
+// announceFailure makes the recorded failure visible: to Err, to writers
+// (every later write is refused) and to every waiter. It runs after the
+// failed view is published, so whoever learns of the failure sees it.
+func (p *pipeline) announceFailure() {
+	p.failedFlag.Store(true)
+	close(p.failed)
+	p.marks.written.fail(p.failErr)
+	p.marks.durable.fail(p.failErr)
+	p.syncDone.fail(p.failErr)
+	p.kickFlusher()
+	p.forceWake()
+}
+
+// freezeDemand reports whether a waiter asks for a freeze: someone waits
+// for Written, or for Durable beyond what is written. Meaningful when the
+// flusher is idle (busy == 0): every frozen delta is then written, so each
+// such waiter's epoch is in the live delta or not yet assigned.
+func (p *pipeline) freezeDemand() bool {
+	return p.marks.written.minWait.Load() != 0 ||
+		p.marks.durable.maxWait.Load() > p.marks.written.Load()
+}
+
+// syncDemand reports whether a Durable waiter is waiting for an epoch that
+// is written: a sync now satisfies at least the oldest one.
+func (p *pipeline) syncDemand() bool {
+	m := p.marks.durable.minWait.Load()
+	return m != 0 && m <= p.marks.written.Load()
+}
+
+// writtenWaiter is called when a goroutine starts waiting for Written: it
+// wakes the coordinator, which freezes when the flusher is idle. While the
+// flusher is busy it will wake the coordinator itself once idle.
+func (p *pipeline) writtenWaiter(uint64) {
+	if !p.lazy && p.busy.Load() == 0 {
+		p.wakeCoordinator()
+	}
+}
+
+// durableWaiter is called when a goroutine starts waiting for Durable at e.
+// An epoch already written needs only a sync: kick the flusher. Otherwise
+// the write needs a freeze first, and the flusher syncs once it has
+// written e (it checks syncDemand after every batch of deltas).
+func (p *pipeline) durableWaiter(e uint64) {
+	if e <= p.marks.written.Load() {
+		p.kickFlusher()
+		return
+	}
+	p.writtenWaiter(e)
 }
 
 func raiseTo(v *atomic.Uint64, e uint64) bool {
@@ -392,18 +431,12 @@ func raiseTo(v *atomic.Uint64, e uint64) bool {
 	}
 }
 
-// waitLevel waits until epoch e reaches level, first registering the
+// waitLevel waits until epoch e reaches level; the wait itself is the
 // demand that makes the pipeline get it there.
 func (p *pipeline) waitLevel(ctx context.Context, level Durability, e uint64) error {
 	m := p.marks.get(level)
 	if m.Load() >= e {
 		return nil
-	}
-	if level >= Written && !p.lazy && raiseTo(&p.wantWritten, e) {
-		p.wakeCoordinator()
-	}
-	if level == Durable && raiseTo(&p.wantDurable, e) {
-		p.kickFlusher()
 	}
 	return m.wait(ctx, level, e)
 }
@@ -545,11 +578,16 @@ type Coordinator[W, R, FV, DV, S any] struct {
 
 	budget *budget // nil without Config.MaxBytes
 
+	// ready lists the channels that have writes to apply, so the
+	// coordinator's work follows the busy channels, not the configured ones.
+	ready readyList[W, R]
+	// emptyReader reads an empty delta; a failed view shows it as Current.
+	emptyReader DV
+
 	ctrl   chan flushReq     // unbuffered: a request is taken only by the coordinator goroutine
 	flushQ chan *flushJob[S] // capacity MaxPendingFlushes
 
-	// flushCtx is passed to flusher calls; Stop cancels it when its own
-	// context ends before shutdown completes.
+	// flushCtx is passed to flusher calls; Abort cancels it.
 	flushCtx    context.Context
 	cancelFlush context.CancelFunc
 
@@ -564,11 +602,11 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	next       uint64 // the next epoch to assign
 	deltaStart uint64 // the first epoch of the live delta
 	timer      *time.Timer
-	rr         int   // round-robin position
-	lastSize   int   // the live delta's EstimateSize after the last apply
-	liveBytes  int64 // byte budget held by writes applied to the live delta
-	rejected   int   // writes Apply rejected in the current turn
-	turnWrites int   // writes of the slots consumed in the current turn
+	readyBuf   []*queue[W, R] // the ready list's spare buffer
+	lastSize   int            // the live delta's EstimateSize after the last apply
+	liveBytes  int64          // byte budget held by writes applied to the live delta
+	rejected   int            // writes Apply rejected in the current turn
+	turnWrites int            // writes of the slots consumed in the current turn
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a
@@ -596,23 +634,30 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 		failed: make(chan struct{}),
 		lazy:   cfg.DisableFlushOnWait,
 	}
+	p.marks.written.parked = p.writtenWaiter
+	p.marks.durable.parked = p.durableWaiter
+	p.marks.durable.trackMax = true
 	eng := &deltaEngine[D, W, R, C, F, FV, DV, S]{newDelta: newDelta, flusher: flusher}
 	eng.d = newDelta(initial)
+	// A delta that is never written to: its reader is the Current of a
+	// failed view, so that reading a failed view never meets a nil reader.
+	emptyReader := newDelta(initial).Reader()
 	c := &Coordinator[W, R, FV, DV, S]{
-		cfg:        cfg,
-		timed:      timed,
-		p:          p,
-		channels:   make(map[string]*Channel[W, R], len(cfg.Channels)),
-		syncFn:     flusher.FlushStorage,
-		ctrl:       make(chan flushReq),
-		flushQ:     make(chan *flushJob[S], cfg.MaxPendingFlushes),
-		stopping:   make(chan struct{}),
-		runDone:    make(chan struct{}),
-		flushDone:  make(chan struct{}),
-		done:       make(chan struct{}),
-		eng:        eng,
-		next:       cfg.FirstEpoch,
-		deltaStart: cfg.FirstEpoch,
+		cfg:         cfg,
+		timed:       timed,
+		p:           p,
+		channels:    make(map[string]*Channel[W, R], len(cfg.Channels)),
+		syncFn:      flusher.FlushStorage,
+		ctrl:        make(chan flushReq),
+		flushQ:      make(chan *flushJob[S], cfg.MaxPendingFlushes),
+		stopping:    make(chan struct{}),
+		runDone:     make(chan struct{}),
+		flushDone:   make(chan struct{}),
+		done:        make(chan struct{}),
+		eng:         eng,
+		emptyReader: emptyReader,
+		next:        cfg.FirstEpoch,
+		deltaStart:  cfg.FirstEpoch,
 	}
 	if base := cfg.FirstEpoch - 1; base > 0 {
 		p.marks.applied.v.Store(base)
@@ -626,11 +671,11 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 			var zero W
 			return nil, fmt.Errorf("coordinator: Config.MaxBytes is set but the write type %T does not implement Sizer", zero)
 		}
-		c.budget = &budget{max: cfg.MaxBytes}
+		c.budget = &budget{max: cfg.MaxBytes, p: p}
 	}
 	c.flushCtx, c.cancelFlush = context.WithCancel(context.Background())
 	for _, name := range cfg.Channels {
-		q := &queue[W, R]{name: name, capacity: cfg.QueueCapacity, p: p, budget: c.budget, closedCh: make(chan struct{})}
+		q := &queue[W, R]{name: name, capacity: int64(cfg.QueueCapacity), p: p, budget: c.budget, ready: &c.ready}
 		c.queues = append(c.queues, q)
 		c.channels[name] = &Channel[W, R]{q: q, sizeOf: size}
 	}
@@ -662,6 +707,19 @@ func (c *Coordinator[W, R, FV, DV, S]) Start() {
 	})
 }
 
+// beginStop starts the shutdown once.
+func (c *Coordinator[W, R, FV, DV, S]) beginStop() {
+	c.stopOnce.Do(func() {
+		c.Start()
+		for _, q := range c.queues {
+			q.close(fmt.Errorf("coordinator: write not accepted: %w", ErrClosed), nil)
+		}
+		c.p.attn.Add(stopAttention)
+		close(c.stopping)
+		c.p.forceWake()
+	})
+}
+
 // Stop shuts the coordinator down: it stops accepting writes (they fail
 // with [ErrClosed]), applies every write already accepted — on paused
 // channels too —, flushes it, syncs storage, stops its goroutines and
@@ -669,32 +727,41 @@ func (c *Coordinator[W, R, FV, DV, S]) Start() {
 // that was never started is started for this. Stop is idempotent: later
 // calls wait for the same shutdown and return the same error.
 //
-// If ctx ends first, Stop cancels the context given to the flusher and
-// returns ctx's error; the shutdown goes on in the background and a later
-// Stop can wait for it.
+// Like [net/http.Server.Shutdown], ctx bounds only the waiting: if ctx ends
+// first, Stop returns ctx's error and the shutdown goes on in the
+// background, still writing everything accepted; a later Stop waits for it
+// again. To give up on the flusher, call [Coordinator.Abort].
 func (c *Coordinator[W, R, FV, DV, S]) Stop(ctx context.Context) error {
-	c.stopOnce.Do(func() {
-		c.Start()
-		for _, q := range c.queues {
-			q.close(ErrClosed, false)
-		}
-		c.p.attn.Add(stopAttention)
-		close(c.stopping)
-		c.p.forceWake()
-	})
+	c.beginStop()
 	select {
 	case <-c.done:
 		return c.stopErr
 	case <-ctx.Done():
-		c.cancelFlush()
 		return fmt.Errorf("coordinator: stop: %w", ctx.Err())
 	}
+}
+
+// Abort begins the shutdown, as Stop does, and cancels the context the
+// coordinator passes to the flusher, so that a flusher call that honours
+// its context returns at once and no retry is attempted. It does not wait:
+// call Stop to wait for the shutdown to finish and to learn its result.
+//
+// A flusher call that fails because of the cancellation fails the
+// coordinator (every waiter and Stop then get an error wrapping
+// [ErrFailed] and [context.Canceled]); writes the flusher still completes
+// are kept. Abort is idempotent and safe to call at any time, also while
+// another goroutine waits in Stop.
+func (c *Coordinator[W, R, FV, DV, S]) Abort() {
+	c.beginStop()
+	c.cancelFlush()
 }
 
 // Done returns a channel closed when the coordinator has shut down.
 func (c *Coordinator[W, R, FV, DV, S]) Done() <-chan struct{} { return c.done }
 
-// Err returns the error the coordinator failed with, or nil.
+// Err returns the error the coordinator failed with, or nil. Once it is
+// non-nil, [Coordinator.View] returns the failed view and every new write is
+// refused.
 func (c *Coordinator[W, R, FV, DV, S]) Err() error { return c.p.err() }
 
 // View returns the latest published view. It never blocks.
@@ -715,7 +782,9 @@ func (c *Coordinator[W, R, FV, DV, S]) Watermarks() Watermarks { return c.p.mark
 func (c *Coordinator[W, R, FV, DV, S]) FlushedEpoch() uint64 { return c.p.marks.written.Load() }
 
 // WaitFor waits until epoch reaches level. Like [WriteHandle.Wait], waiting
-// for Written or Durable requests a flush.
+// for Written or Durable requests a flush, for as long as the wait lasts: a
+// wait for an epoch not yet assigned keeps asking for every write applied
+// meanwhile to be flushed as soon as the flusher is idle, until it returns.
 func (c *Coordinator[W, R, FV, DV, S]) WaitFor(ctx context.Context, level Durability, epoch uint64) error {
 	if !level.valid() {
 		return fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
@@ -727,8 +796,10 @@ func (c *Coordinator[W, R, FV, DV, S]) WaitFor(ctx context.Context, level Durabi
 // until it reaches level, and returns the epoch it covers: the last epoch
 // assigned. level Applied returns once the delta is frozen; Written once
 // the flusher wrote it; Durable once a FlushStorage that started after the
-// request completed — Durable always calls FlushStorage, even when there
-// was nothing new to write.
+// call began completed — Durable always calls FlushStorage, even when there
+// was nothing new to write. Concurrent Durable flushes share syncs: one
+// FlushStorage serves every Flush (and every Durable waiter) whose request
+// was made before it started.
 //
 // Flush covers every write accepted on an unpaused channel before Flush
 // was called: the coordinator applies what is queued on those channels
@@ -738,6 +809,12 @@ func (c *Coordinator[W, R, FV, DV, S]) WaitFor(ctx context.Context, level Durabi
 func (c *Coordinator[W, R, FV, DV, S]) Flush(ctx context.Context, level Durability) (uint64, error) {
 	if !level.valid() {
 		return 0, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
+	}
+	var syncN uint64
+	if level == Durable {
+		// Register the sync request now, so that any sync that starts from
+		// here on serves it, whatever the coordinator is busy with.
+		syncN = c.p.syncReq.Add(1)
 	}
 	req := flushReq{reply: make(chan flushReply, 1)}
 	c.p.attn.Add(1)
@@ -755,6 +832,8 @@ func (c *Coordinator[W, R, FV, DV, S]) Flush(ctx context.Context, level Durabili
 	var r flushReply
 	select {
 	case r = <-req.reply:
+	case <-c.p.failed:
+		return 0, fmt.Errorf("coordinator: flush: %w", c.p.failErr)
 	case <-ctx.Done():
 		return 0, fmt.Errorf("coordinator: flush: %w", ctx.Err())
 	}
@@ -762,9 +841,8 @@ func (c *Coordinator[W, R, FV, DV, S]) Flush(ctx context.Context, level Durabili
 		return r.epoch, fmt.Errorf("coordinator: flush: %w", r.err)
 	}
 	if level == Durable {
-		n := c.p.syncReq.Add(1)
 		c.p.kickFlusher()
-		if err := c.p.syncDone.wait(ctx, Durable, n); err != nil {
+		if err := c.p.syncDone.wait(ctx, Durable, syncN); err != nil {
 			return r.epoch, err
 		}
 	}
@@ -778,12 +856,13 @@ func (c *Coordinator[W, R, FV, DV, S]) Flush(ctx context.Context, level Durabili
 
 // Stats returns a snapshot of the coordinator's counters.
 func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
+	busy := c.p.busy.Load()
 	s := Stats{
 		Watermarks:     c.Watermarks(),
 		Channels:       make([]ChannelStats, len(c.queues)),
 		DeltaBytes:     int(c.stats.deltaBytes.Load()),
-		PendingFlushes: int(c.p.busy.Load() - c.p.syncing.Load()),
-		Syncing:        c.p.syncing.Load() > 0,
+		PendingFlushes: int(busy % busySync),
+		Syncing:        busy >= busySync,
 		Syncs:          c.stats.syncs.Load(),
 		Retries:        c.stats.retries.Load(),
 		SlowFlushes:    c.stats.slowFlushes.Load(),
@@ -819,28 +898,63 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 
 func (c *Coordinator[W, R, FV, DV, S]) logger() *slog.Logger { return c.cfg.Logger }
 
-// fail fails the coordinator with err and publishes the final view.
+// fail fails the coordinator with err, unless it failed already. In this
+// order: the failure is recorded, the failed view is published, and only
+// then are Err, writers and waiters told (invariant 6).
 func (c *Coordinator[W, R, FV, DV, S]) fail(err error) {
-	if c.hub.fail(err, func() bool { return c.p.fail(err) }) {
-		if l := c.logger(); l != nil {
-			l.Error("coordinator failed", "err", err)
-		}
+	if !c.hub.fail(err, c.emptyReader, c.p.recordFailure) {
+		return
+	}
+	c.p.announceFailure()
+	if l := c.logger(); l != nil {
+		l.Error("coordinator failed", "err", err)
 	}
 }
 
-// guard runs f, turning a panic into a *PanicError.
-func guard(op string, f func() error) (err error) {
+// goexitError is the failure for user code that called runtime.Goexit.
+func goexitError(op string) error {
+	return &PanicError{Op: op, Value: ErrGoexit, Stack: debug.Stack()}
+}
+
+// guard runs f, turning a panic into a *PanicError. If f calls
+// runtime.Goexit, which cannot be stopped, guard fails the coordinator
+// before the goroutine unwinds; the goroutine's own guard (see run and
+// runFlusher) hands its duties to a new goroutine.
+func (c *Coordinator[W, R, FV, DV, S]) guard(op string, f func() error) (err error) {
+	returned := false
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Op: op, Value: r, Stack: debug.Stack()}
+		} else if !returned {
+			c.fail(goexitError(op))
 		}
 	}()
-	return f()
+	err = f()
+	returned = true
+	return err
 }
 
 // run is the coordinator goroutine.
 func (c *Coordinator[W, R, FV, DV, S]) run() {
-	defer close(c.runDone)
+	returned := false
+	defer func() {
+		if !returned {
+			// runtime.Goexit in user code ended this goroutine. Its
+			// failure is recorded where it happened (or here, if it came
+			// from elsewhere); a new goroutine serves the failed state.
+			c.fail(goexitError("coordinator goroutine"))
+			go func() {
+				c.failedLoop()
+				close(c.runDone)
+			}()
+		}
+	}()
+	c.loop()
+	returned = true
+	close(c.runDone)
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) loop() {
 	defer c.timer.Stop()
 	for {
 		if c.p.isFailed() {
@@ -892,23 +1006,21 @@ func (c *Coordinator[W, R, FV, DV, S]) run() {
 // hasWork reports whether an unpaused channel has writes or a waiter's
 // demand can be served now.
 func (c *Coordinator[W, R, FV, DV, S]) hasWork() bool {
-	for _, q := range c.queues {
-		if q.depth.Load() > 0 && !q.isPaused() {
-			return true
-		}
-	}
-	return c.demandReady()
+	return c.ready.n.Load() > 0 || c.demandReady() || c.p.isFailed()
 }
 
+// demandReady reports whether the live delta should be frozen for a waiter
+// or for writers waiting for byte budget: it holds writes and the flusher
+// is idle.
 func (c *Coordinator[W, R, FV, DV, S]) demandReady() bool {
 	return c.next > c.deltaStart && c.p.busy.Load() == 0 &&
-		((!c.p.lazy && c.p.wantWritten.Load() >= c.deltaStart) || c.budgetStarved())
+		((!c.p.lazy && c.p.freezeDemand()) || c.budgetStarved())
 }
 
 // budgetStarved reports whether writers wait for byte budget that only a
 // freeze of the live delta can release.
 func (c *Coordinator[W, R, FV, DV, S]) budgetStarved() bool {
-	return c.budget != nil && c.liveBytes > 0 && c.budget.starved.Load()
+	return c.budget != nil && c.liveBytes > 0 && c.budget.isStarved()
 }
 
 func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
@@ -921,16 +1033,25 @@ func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
 	}
 }
 
-// round gives every channel one turn.
+// round gives every ready channel one turn, in the order they became
+// ready; a channel with writes left after its turn goes to the back.
 func (c *Coordinator[W, R, FV, DV, S]) round() bool {
+	if c.ready.n.Load() == 0 {
+		return false
+	}
+	qs := c.ready.take(c.readyBuf)
 	worked := false
-	n := len(c.queues)
-	for i := 0; i < n && !c.p.isFailed(); i++ {
-		if c.turn(c.queues[(c.rr+i)%n], false, maxWritesPerTurn) > 0 {
+	for _, q := range qs {
+		q.listed.Store(false)
+		if c.turn(q, false, maxWritesPerTurn) > 0 {
 			worked = true
 		}
+		if q.depth.Load() > 0 && !q.pausedFlag.Load() {
+			c.ready.add(q)
+		}
 	}
-	c.rr++
+	clear(qs)
+	c.readyBuf = qs[:0]
 	return worked
 }
 
@@ -939,7 +1060,13 @@ func (c *Coordinator[W, R, FV, DV, S]) round() bool {
 // may be applied too, but do not keep it going, so writers that keep
 // writing cannot make it run forever.
 func (c *Coordinator[W, R, FV, DV, S]) drain(ignorePause bool) {
-	for _, q := range c.queues {
+	qs := c.queues
+	if !ignorePause {
+		// Only ready channels have unpaused writes; the others are idle
+		// or paused.
+		qs = c.ready.snapshot()
+	}
+	for _, q := range qs {
 		want := q.accepted.Load()
 		for q.slotsApplied < want && c.turn(q, ignorePause, 0) > 0 {
 		}
@@ -957,84 +1084,70 @@ func (c *Coordinator[W, R, FV, DV, S]) turn(q *queue[W, R], ignorePause bool, li
 		q.applyMu.Unlock()
 		return 0
 	}
-	var start time.Time
+	t := applyTurn[W, R]{q: q, first: c.next}
 	if c.timed {
-		start = time.Now()
+		t.start = time.Now()
 	}
-	first := c.next
 	c.rejected, c.turnWrites = 0, 0
 	lo, hi := q.heldPos, len(q.held)
 	if limit > 0 && hi-lo > limit {
 		hi = lo + limit
 	}
-	ops := q.held[lo:hi]
-	n, full, panicErr := c.applyOps(ops)
-	q.heldPos = lo + n
-	writes := int(c.next - first)
-	q.depth.Add(-int64(c.turnWrites))
-	q.applyMu.Unlock()
-
-	// Publish the watermark before completing handles (invariant 3), and
-	// the failure before anyone can learn of it from a handle.
-	if c.next > first {
-		c.p.marks.applied.advance(c.next - 1)
-	}
-	if panicErr != nil {
-		c.fail(panicErr)
-	}
-	for i := range ops[:n] {
-		if o := &ops[i]; o.bh != nil {
-			o.bh.done.complete()
-		} else {
-			o.h.done.complete()
-		}
-	}
-	// Drop the references to applied writes now, so an idle channel does
-	// not keep them (and their handles) alive beyond the byte budget.
-	clear(ops[:n])
-	q.slotsApplied += uint64(n)
-	q.applied.Add(uint64(writes))
-	if c.rejected > 0 {
-		q.applyErrors.Add(uint64(c.rejected))
-	}
-	if c.timed {
-		d := time.Since(start)
-		c.stats.apply.observe(d)
-		c.cfg.Observer.Applied(q.name, writes, d)
-	} else {
-		c.stats.apply.count.Add(1)
-	}
-	if panicErr != nil {
-		return n
-	}
-	c.stats.deltaBytes.Store(int64(c.lastSize))
-	if full {
+	t.ops = q.held[lo:hi]
+	full := c.applyOps(&t)
+	c.endTurn(&t)
+	if t.panicErr == nil && full {
 		c.freeze(FlushSize)
 	}
-	return n
+	return t.n
 }
 
-// applyOps applies ops in order until they are done or the delta reaches
-// FlushSize. It returns how many ops it consumed (including one that
-// panicked) and the panic, if any. Handles get their results but are not
-// completed.
-func (c *Coordinator[W, R, FV, DV, S]) applyOps(ops []op[W, R]) (n int, full bool, panicErr error) {
+// applyTurn is one turn's progress, kept outside applyOps's frame so that
+// the turn can be finished even when user code ends the goroutine.
+type applyTurn[W, R any] struct {
+	q        *queue[W, R]
+	ops      []op[W, R]
+	n        int    // ops consumed, including one that panicked
+	first    uint64 // the first epoch of the turn
+	start    time.Time
+	panicErr error
+}
+
+// applyOps applies t.ops in order until they are done or the delta reaches
+// FlushSize, and reports the latter. It records in t how many ops it
+// consumed and the panic, if any. Handles get their results but are not
+// completed. If Apply calls runtime.Goexit, applyOps finishes the turn
+// itself before the goroutine unwinds.
+func (c *Coordinator[W, R, FV, DV, S]) applyOps(t *applyTurn[W, R]) (full bool) {
+	returned := false
 	defer func() {
-		if r := recover(); r != nil {
-			panicErr = &PanicError{Op: "Apply", Value: r, Stack: debug.Stack()}
-			o := &ops[n]
-			if o.bh != nil {
-				o.bh.epochs.End = c.next
-				o.bh.err = panicErr
-			} else {
-				o.h.epoch, o.h.err = c.next-1, panicErr
-			}
-			n++
+		if returned {
+			return
+		}
+		r := recover()
+		var err error
+		if r != nil {
+			err = &PanicError{Op: "Apply", Value: r, Stack: debug.Stack()}
+		} else {
+			err = goexitError("Apply")
+		}
+		t.panicErr = err
+		o := &t.ops[t.n]
+		if o.bh != nil {
+			o.bh.epochs.End = c.next
+			o.bh.err = err
+		} else {
+			o.h.epoch, o.h.err = c.next-1, err
+		}
+		t.n++
+		if r == nil {
+			c.endTurn(t) // Goexit: nothing after this frame will run
 		}
 	}()
 	limit := c.cfg.FlushSize
-	for ; n < len(ops); n++ {
-		o := &ops[n]
+	ops := t.ops
+	for ; t.n < len(ops); t.n++ {
+		o := &ops[t.n]
 		// Account for the slot as it is consumed, before Apply can panic.
 		c.turnWrites += o.writes()
 		c.liveBytes += o.bytes // 0 without a byte budget
@@ -1064,10 +1177,58 @@ func (c *Coordinator[W, R, FV, DV, S]) applyOps(ops []op[W, R]) (n int, full boo
 			}
 		}
 		if c.lastSize = c.eng.size(); c.lastSize >= limit {
-			return n + 1, true, nil
+			t.n++
+			returned = true
+			return true
 		}
 	}
-	return n, false, nil
+	returned = true
+	return false
+}
+
+// endTurn publishes what a turn applied: it releases the channel, advances
+// the applied watermark, fails the coordinator if user code panicked, and
+// only then completes the handles (invariant 3).
+func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
+	q, n := t.q, t.n
+	q.heldPos += n
+	writes := int(c.next - t.first)
+	q.depth.Add(-int64(c.turnWrites))
+	q.applyMu.Unlock()
+
+	if c.next > t.first {
+		c.p.marks.applied.advance(c.next - 1)
+	}
+	if t.panicErr != nil {
+		c.fail(t.panicErr)
+	}
+	ops := t.ops[:n]
+	for i := range ops {
+		if o := &ops[i]; o.bh != nil {
+			o.bh.done.complete()
+		} else {
+			o.h.done.complete()
+		}
+	}
+	// Drop the references to applied writes now, so an idle channel does
+	// not keep them (and their handles) alive beyond the byte budget.
+	clear(ops)
+	q.slotsApplied += uint64(n)
+	q.releaseSlots(int64(n))
+	q.applied.Add(uint64(writes))
+	if c.rejected > 0 {
+		q.applyErrors.Add(uint64(c.rejected))
+	}
+	if c.timed {
+		d := time.Since(t.start)
+		c.stats.apply.observe(d)
+		c.cfg.Observer.Applied(q.name, writes, d)
+	} else {
+		c.stats.apply.count.Add(1)
+	}
+	if t.panicErr == nil {
+		c.stats.deltaBytes.Store(int64(c.lastSize))
+	}
 }
 
 // freeze freezes the live delta, if it holds any write, publishes the view
@@ -1089,7 +1250,7 @@ func (c *Coordinator[W, R, FV, DV, S]) freeze(reason FlushReason) {
 		current DV
 		bytes   int
 	)
-	err := guard("Freeze", func() error {
+	err := c.guard("Freeze", func() error {
 		bytes = c.eng.size()
 		flush, fv = c.eng.freeze()
 		current = c.eng.reader()
@@ -1163,13 +1324,15 @@ func (c *Coordinator[W, R, FV, DV, S]) queuesEmpty() bool {
 	return true
 }
 
-// dropAll fails every accepted write that was not applied, and the
-// applied watermark: nothing more will be applied. Called by the
-// coordinator goroutine after a failure.
+// dropAll refuses every later write, fails every accepted write that was
+// not applied, and fails the applied watermark: nothing more will be
+// applied. Called by the coordinator goroutine after a failure.
 func (c *Coordinator[W, R, FV, DV, S]) dropAll(err error) {
+	refused := fmt.Errorf("coordinator: write not accepted: %w", err)
+	dropped := fmt.Errorf("coordinator: write not applied: %w", err)
 	for _, q := range c.queues {
 		q.applyMu.Lock()
-		q.close(fmt.Errorf("coordinator: write not applied: %w", err), true)
+		q.close(refused, dropped)
 		q.applyMu.Unlock()
 	}
 	c.p.marks.applied.fail(err)
@@ -1197,7 +1360,31 @@ func (c *Coordinator[W, R, FV, DV, S]) failedLoop() {
 
 // runFlusher is the flusher goroutine.
 func (c *Coordinator[W, R, FV, DV, S]) runFlusher() {
-	defer close(c.flushDone)
+	returned := false
+	defer func() {
+		if !returned {
+			// runtime.Goexit in user code: see run.
+			c.fail(goexitError("flusher goroutine"))
+			go func() {
+				c.discardFlushes()
+				close(c.flushDone)
+			}()
+		}
+	}()
+	c.flushLoop()
+	returned = true
+	close(c.flushDone)
+}
+
+// discardFlushes takes the frozen deltas of a failed coordinator until the
+// flush queue is closed, releasing what they hold.
+func (c *Coordinator[W, R, FV, DV, S]) discardFlushes() {
+	for job := range c.flushQ {
+		c.flushDelta(job) // returns at once: the coordinator failed
+	}
+}
+
+func (c *Coordinator[W, R, FV, DV, S]) flushLoop() {
 	for {
 		select {
 		case job, ok := <-c.flushQ:
@@ -1261,19 +1448,18 @@ func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) {
 	c.cfg.Observer.Flushed(info)
 }
 
-// maybeSync calls FlushStorage if the policy or a waiter asks for it.
+// maybeSync calls FlushStorage if the policy or a waiter asks for it. It
+// runs after every batch of deltas the flusher writes, and a Durable waiter
+// whose epoch is written is reason enough: however many deltas keep
+// coming, a sync waits for at most one batch (MaxPendingFlushes+1 deltas)
+// after its waiter's delta is written.
 func (c *Coordinator[W, R, FV, DV, S]) maybeSync() {
 	if c.p.isFailed() {
 		return
 	}
-	written, durable := c.p.marks.written.Load(), c.p.marks.durable.Load()
 	forced := c.p.syncReq.Load() > c.p.syncDone.Load()
-	demand := c.p.wantDurable.Load()
-	// A waiter whose epoch is not written yet is better served after the
-	// queued deltas; sync early only if the queue is empty.
-	wanted := demand > durable && written > durable && (written >= demand || len(c.flushQ) == 0)
-	always := c.cfg.Sync == SyncAlways && written > durable
-	if forced || wanted || always {
+	always := c.cfg.Sync == SyncAlways && c.p.marks.written.Load() > c.p.marks.durable.Load()
+	if forced || always || c.p.syncDemand() {
 		c.sync()
 	}
 }
@@ -1281,10 +1467,8 @@ func (c *Coordinator[W, R, FV, DV, S]) maybeSync() {
 // sync calls FlushStorage and advances the durable watermark to what was
 // written before it started.
 func (c *Coordinator[W, R, FV, DV, S]) sync() {
-	c.p.busy.Add(1)
-	c.p.syncing.Add(1)
-	defer c.p.busy.Add(-1)
-	defer c.p.syncing.Add(-1)
+	c.p.busy.Add(busySync)
+	defer c.p.busy.Add(-busySync)
 	req := c.p.syncReq.Load()
 	written, durable := c.p.marks.written.Load(), c.p.marks.durable.Load()
 	epochs := EpochRange{Start: durable + 1, End: written + 1}
@@ -1322,7 +1506,7 @@ func (c *Coordinator[W, R, FV, DV, S]) call(op string, epochs EpochRange, f func
 	}
 	backoff := c.cfg.Retry.Backoff
 	for attempt := 1; ; attempt++ {
-		err := guard(op, func() error { return f(c.flushCtx) })
+		err := c.guard(op, func() error { return f(c.flushCtx) })
 		if err == nil {
 			return attempt, time.Since(start), nil
 		}

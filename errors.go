@@ -26,6 +26,18 @@ var (
 	// failed: a flush that could not be completed, or a panic in user code.
 	// Once failed, the coordinator accepts no more writes.
 	ErrFailed = errors.New("coordinator: failed")
+
+	// ErrGoexit is the [PanicError.Value] when user code (Apply, Freeze,
+	// FlushDelta, FlushStorage, ...) called [runtime.Goexit], for instance
+	// through t.FailNow in a test double. Goexit cannot be stopped; the
+	// coordinator treats it like a panic and fails.
+	ErrGoexit = errors.New("coordinator: runtime.Goexit called in user code")
+
+	// ErrInvalidSize is returned by [Channel.TryWrite], [Channel.Write] and
+	// [Channel.WriteBatch] when [Config.MaxBytes] is set and a write's
+	// [Sizer.Size] is negative, or a batch's sizes add up past the int64
+	// range. The write is not accepted.
+	ErrInvalidSize = errors.New("coordinator: invalid write size")
 )
 
 // ApplyError is the error a write's handle reports when [Delta.Apply]
@@ -66,8 +78,9 @@ func (e *FlushError) Error() string {
 func (e *FlushError) Unwrap() []error { return []error{e.Err, ErrFailed} }
 
 // PanicError reports a panic recovered from user code (Apply, Freeze,
-// FlushDelta or FlushStorage). The coordinator fails with it, because the
-// state the panic interrupted cannot be trusted.
+// FlushDelta or FlushStorage), or a call of [runtime.Goexit] there (Value
+// is then [ErrGoexit]). The coordinator fails with it, because the state
+// the panic interrupted cannot be trusted.
 type PanicError struct {
 	Op    string // the user method that panicked, e.g. "Apply"
 	Value any    // the value passed to panic

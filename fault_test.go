@@ -543,8 +543,8 @@ func (fx *faultFixture) checkFailedState() {
 	}
 	v := c.View()
 	fx.wantFailure("View().Err", v.Err)
-	if len(v.Frozen) != 0 || v.Current.data != nil {
-		t.Errorf("failed View() has %d frozen deltas and live data %v; want none", len(v.Frozen), v.Current.data)
+	if len(v.Frozen) != 0 || v.Current.data == nil || len(v.Current.keys()) != 0 {
+		t.Errorf("failed View() has %d frozen deltas and live data %v; want none, and a usable empty Current", len(v.Frozen), v.Current.data)
 	}
 	if v.Written != wm.Written {
 		t.Errorf("failed View().Written = %d; want the written watermark %d", v.Written, wm.Written)
@@ -1020,9 +1020,10 @@ func TestFaultRetryGivesUp(t *testing.T) {
 	}
 }
 
-// TestFaultRetryBackoffEndsAtStop checks that a Stop whose context ends
-// while the flusher waits out a long backoff cancels the wait.
-func TestFaultRetryBackoffEndsAtStop(t *testing.T) {
+// TestFaultRetryBackoffEndsAtAbort checks that Abort, called while the
+// flusher waits out a long backoff, cancels the wait; Stop's own context
+// ending does not.
+func TestFaultRetryBackoffEndsAtAbort(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		inj := newFaultInjector()
 		inj.add(faultRule{op: "FlushDelta", from: 1, to: 1, action: faultFail})
@@ -1043,6 +1044,7 @@ func TestFaultRetryBackoffEndsAtStop(t *testing.T) {
 		if err := c.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Stop(1s) during a day-long backoff = %v; want DeadlineExceeded", err)
 		}
+		c.Abort()
 		err = c.Stop(context.Background())
 		var fe *FlushError
 		if !errors.As(err, &fe) || fe.Attempts != 1 || !errors.Is(err, errFault) {
@@ -1227,6 +1229,13 @@ func TestFaultHungFlusher(t *testing.T) {
 					t.Fatalf("Stop(1s) with a hung flusher = %v; want DeadlineExceeded", err)
 				}
 				cancel()
+				synctest.Wait()
+				// Stop's ctx bounds only its wait: the flusher's context
+				// is cancelled by Abort alone.
+				if errs := inj.hungCtxErrs(); len(errs) != 0 {
+					t.Errorf("flusher saw ctx errors %v after Stop's ctx ended; want none before Abort", errs)
+				}
+				c.Abort()
 				synctest.Wait()
 				switch action {
 				case faultHangCtx:

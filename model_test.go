@@ -929,7 +929,7 @@ func modelViewStep(prev, v *modelView) error {
 	if n := len(v.Frozen); n > 0 && v.Frozen[n-1].Epochs.Start != v.Written+1 {
 		return fmt.Errorf("oldest frozen delta %v does not follow Written %d", v.Frozen[n-1].Epochs, v.Written)
 	}
-	if v.Err != nil && (len(v.Frozen) > 0 || v.Current.data != nil) {
+	if v.Err != nil && (len(v.Frozen) > 0 || v.Current.data == nil || len(v.Current.keys()) > 0) {
 		return fmt.Errorf("failed view (%v) keeps %d frozen deltas and live data", v.Err, len(v.Frozen))
 	}
 	if prev == nil {

@@ -41,19 +41,36 @@ func (o *op[W, R]) fail(err error) {
 // in one step (swapping buffers), so the per-write cost of the hand-off is
 // one uncontended lock on each side, and the coordinator's share is paid
 // per batch.
+//
+// Capacity counts slots from acceptance until they are applied, so a
+// channel never holds more than capacity slots, taken or not. Writers that
+// find it full wait in FIFO order; each batch of slots applied admits that
+// many of them, from the front.
 type queue[W, R any] struct {
 	name     string
-	capacity int
+	capacity int64
 	p        *pipeline
-	budget   *budget       // nil without Config.MaxBytes
-	closedCh chan struct{} // closed by close, to wake writers waiting for budget
+	budget   *budget          // nil without Config.MaxBytes
+	ready    *readyList[W, R] // the coordinator's list of channels with work
 
 	mu        sync.Mutex
-	items     []op[W, R]    // protected by mu: accepted, not yet taken
-	spare     []op[W, R]    // protected by mu: recycled buffer for items
-	closedErr error         // protected by mu: non-nil once no more writes are accepted
-	paused    bool          // protected by mu
-	room      chan struct{} // protected by mu: closed when space frees up; nil if nobody waits
+	items     []op[W, R] // protected by mu: accepted, not yet taken
+	spare     []op[W, R] // protected by mu: recycled buffer for items
+	closedErr error      // protected by mu: non-nil once no more writes are accepted
+	paused    bool       // protected by mu
+	blocked   waitList   // protected by mu: writers waiting for a slot, FIFO
+
+	// slots counts slots accepted and not yet applied, plus slots granted
+	// to blocked writers that have not appended yet; at most capacity.
+	// Raised under mu; lowered by releaseSlots without it.
+	slots atomic.Int64
+	// nblocked counts listed writers. A writer raises it (under mu) before
+	// reading slots; releaseSlots lowers slots before reading it: one of
+	// the two always sees the other.
+	nblocked atomic.Int32
+
+	pausedFlag atomic.Bool // paused, readable without mu
+	listed     atomic.Bool // the queue is on the ready list
 
 	// depth counts writes accepted and not yet applied (queued + held).
 	depth atomic.Int64
@@ -76,63 +93,148 @@ type queue[W, R any] struct {
 	applied, applyErrors                                                     atomic.Uint64
 }
 
+// refusedLocked returns the error for a write that cannot be accepted
+// because the channel is closed or the coordinator failed, or nil.
+func (q *queue[W, R]) refusedLocked() error {
+	if q.closedErr != nil {
+		return q.closedErr
+	}
+	if q.p.isFailed() {
+		// From the moment the failure is announced every write is
+		// refused, even before the coordinator goroutine closes the
+		// queue.
+		return fmt.Errorf("coordinator: write not accepted: %w", q.p.failErr)
+	}
+	return nil
+}
+
 // push appends o, waiting for room if block is set.
 func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 	q.mu.Lock()
-	for {
-		if q.closedErr != nil {
-			err := q.closedErr
-			q.mu.Unlock()
-			q.rejectedClosed.Add(1)
-			return err
-		}
-		var budgetRoom <-chan struct{}
-		if len(q.items) < q.capacity {
-			if q.budget != nil && !q.budget.tryAcquire(o.bytes) {
-				q.mu.Unlock()
-				q.p.wakeCoordinator() // it frees bytes by freezing the live delta
-				if !block {
-					q.rejectedBudget.Add(1)
-					return fmt.Errorf("channel %q: byte budget exhausted: %w", q.name, ErrBackpressure)
-				}
-				budgetRoom = q.budget.wait()
-				if q.budget.tryAcquire(o.bytes) {
-					q.budget.release(o.bytes) // raced with a release: retry from the top
-				}
-				select {
-				case <-budgetRoom:
-				case <-q.closedCh:
-				case <-ctx.Done():
-					q.rejectedCanceled.Add(1)
-					return fmt.Errorf("channel %q: waiting for byte budget: %w", q.name, ctx.Err())
-				}
-				q.mu.Lock()
-				continue
-			}
-			q.items = append(q.items, o)
-			q.depth.Add(int64(o.writes()))
-			q.accepted.Add(1) // under mu: a drain that reads it finds the slot queued
-			q.mu.Unlock()
-			q.p.wakeCoordinator()
-			return nil
-		}
+	if err := q.refusedLocked(); err != nil {
+		q.mu.Unlock()
+		q.rejectedClosed.Add(1)
+		return err
+	}
+	if q.nblocked.Load() > 0 || q.slots.Load() >= q.capacity {
 		if !block {
 			q.mu.Unlock()
 			q.rejectedFull.Add(1)
 			return fmt.Errorf("channel %q: %w", q.name, ErrBackpressure)
 		}
-		if q.room == nil {
-			q.room = make(chan struct{})
+		if err := q.awaitSlot(ctx); err != nil {
+			return err // mu released
 		}
-		room := q.room
+		if err := q.refusedLocked(); err != nil {
+			q.mu.Unlock()
+			q.releaseSlots(1)
+			q.rejectedClosed.Add(1)
+			return err
+		}
+	} else {
+		q.slots.Add(1)
+	}
+	// A slot is ours; mu is held.
+	if q.budget != nil && !q.budget.tryAcquire(o.bytes) {
 		q.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
+		if !block {
+			q.p.wakeCoordinator() // it frees bytes by freezing the live delta
+			q.releaseSlots(1)
+			q.rejectedBudget.Add(1)
+			return fmt.Errorf("channel %q: byte budget exhausted: %w", q.name, ErrBackpressure)
+		}
+		if !q.budget.acquire(ctx, o.bytes, q) {
+			q.releaseSlots(1)
+			q.mu.Lock()
+			err := q.refusedLocked()
+			q.mu.Unlock()
+			if err != nil {
+				q.rejectedClosed.Add(1)
+				return err
+			}
+			q.rejectedCanceled.Add(1)
+			return fmt.Errorf("channel %q: waiting for byte budget: %w", q.name, ctx.Err())
+		}
+		q.mu.Lock()
+		if err := q.refusedLocked(); err != nil {
+			q.mu.Unlock()
+			q.budget.release(o.bytes)
+			q.releaseSlots(1)
+			q.rejectedClosed.Add(1)
+			return err
+		}
+	}
+	q.items = append(q.items, o)
+	q.depth.Add(int64(o.writes()))
+	q.accepted.Add(1) // under mu: a drain that reads it finds the slot queued
+	list := !q.paused
+	q.mu.Unlock()
+	if list {
+		q.ready.add(q)
+	}
+	q.p.wakeCoordinator()
+	return nil
+}
+
+// awaitSlot waits, with mu held, for a slot to be granted to this writer.
+// It returns nil with mu held and the slot counted, or an error with mu
+// released.
+func (q *queue[W, R]) awaitSlot(ctx context.Context) error {
+	w := getWaiter()
+	q.blocked.pushBack(w)
+	q.nblocked.Add(1)
+	q.grantLocked() // room may have been freed since the caller looked
+	for !w.granted {
+		q.mu.Unlock()
+		w.park(ctx)
+		q.mu.Lock()
+		if w.granted {
+			break
+		}
+		if err := q.refusedLocked(); err != nil || ctx.Err() != nil {
+			if q.blocked.contains(w) {
+				q.blocked.remove(w)
+				q.nblocked.Add(-1)
+			}
+			q.mu.Unlock()
+			putWaiter(w)
+			if err != nil {
+				q.rejectedClosed.Add(1)
+				return err
+			}
 			q.rejectedCanceled.Add(1)
 			return fmt.Errorf("channel %q: waiting for queue room: %w", q.name, ctx.Err())
 		}
+		w.fired = false // not granted, not refused, ctx alive: still listed
+	}
+	// Grants signal under mu, so no signal for w is still on its way.
+	putWaiter(w)
+	return nil
+}
+
+// grantLocked admits blocked writers from the front while there are free
+// slots.
+func (q *queue[W, R]) grantLocked() {
+	for w := q.blocked.head; w != nil && q.slots.Load() < q.capacity; w = q.blocked.head {
+		q.blocked.remove(w)
+		q.nblocked.Add(-1)
+		q.slots.Add(1)
+		w.granted = true
+		w.signal()
+	}
+}
+
+// releaseSlots frees n slots (applied, or given back by a writer that did
+// not append) and admits as many blocked writers.
+func (q *queue[W, R]) releaseSlots(n int64) {
+	if n == 0 {
+		return
+	}
+	q.slots.Add(-n)
+	if q.nblocked.Load() > 0 {
 		q.mu.Lock()
+		q.grantLocked()
+		q.mu.Unlock()
 	}
 }
 
@@ -141,15 +243,7 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 // Called by the coordinator goroutine with applyMu held.
 func (q *queue[W, R]) take(ignorePause bool) bool {
 	if q.heldPos < len(q.held) {
-		if !ignorePause {
-			q.mu.Lock()
-			paused := q.paused
-			q.mu.Unlock()
-			if paused {
-				return false
-			}
-		}
-		return true
+		return ignorePause || !q.pausedFlag.Load()
 	}
 	if q.depth.Load() == 0 {
 		return false
@@ -162,10 +256,6 @@ func (q *queue[W, R]) take(ignorePause bool) bool {
 	q.recycleLocked()
 	q.held, q.items, q.spare = q.items, q.spare[:0], nil
 	q.heldPos = 0
-	if q.room != nil {
-		close(q.room)
-		q.room = nil
-	}
 	q.mu.Unlock()
 	return true
 }
@@ -179,35 +269,40 @@ func (q *queue[W, R]) recycleLocked() {
 	q.held, q.heldPos = nil, 0
 }
 
-// close stops accepting writes. If drop is set, everything accepted but not
-// applied is failed with err and returned count of failed writes; otherwise
-// it stays queued for the coordinator to apply.
-func (q *queue[W, R]) close(err error, drop bool) {
+// close stops accepting writes: later ones are refused with refused, and
+// so are writers waiting for room or budget. If dropped is non-nil,
+// everything accepted but not applied is failed with it; otherwise it stays
+// queued for the coordinator to apply.
+func (q *queue[W, R]) close(refused, dropped error) {
 	q.mu.Lock()
 	if q.closedErr == nil {
-		q.closedErr = err
-		close(q.closedCh)
+		q.closedErr = refused
 	}
-	if q.room != nil {
-		close(q.room)
-		q.room = nil
+	// Wake every blocked writer: each finds the queue closed.
+	for w := q.blocked.head; w != nil; w = q.blocked.head {
+		q.blocked.remove(w)
+		q.nblocked.Add(-1)
+		w.signal()
 	}
-	var dropped []op[W, R]
-	if drop {
-		dropped = q.items
+	var items []op[W, R]
+	if dropped != nil {
+		items = q.items
 		q.items = nil
 	}
 	q.mu.Unlock()
-	if !drop {
+	if q.budget != nil {
+		q.budget.cancel(q)
+	}
+	if dropped == nil {
 		return
 	}
-	// held is owned by the coordinator goroutine, the only caller with
-	// drop set.
-	for i := range dropped {
-		q.dropOp(&dropped[i], err)
+	// held is owned by the coordinator goroutine, the only caller that
+	// drops.
+	for i := range items {
+		q.dropOp(&items[i], dropped)
 	}
 	for i := q.heldPos; i < len(q.held); i++ {
-		q.dropOp(&q.held[i], err)
+		q.dropOp(&q.held[i], dropped)
 	}
 	q.held, q.heldPos = nil, 0
 }
@@ -227,16 +322,53 @@ func (q *queue[W, R]) setPaused(paused bool) {
 	}
 	q.mu.Lock()
 	q.paused = paused
+	q.pausedFlag.Store(paused)
 	q.mu.Unlock()
 	if !paused {
+		if q.depth.Load() > 0 {
+			q.ready.add(q)
+		}
 		q.p.wakeCoordinator()
 	}
 }
 
-func (q *queue[W, R]) isPaused() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.paused
+func (q *queue[W, R]) isPaused() bool { return q.pausedFlag.Load() }
+
+// readyList is the FIFO of channels that have writes to apply. A channel
+// is on it at most once (queue.listed); writers add it, the coordinator
+// takes the whole list each round and puts back the channels it did not
+// empty.
+type readyList[W, R any] struct {
+	n  atomic.Int32 // len(qs), readable without mu
+	mu sync.Mutex
+	qs []*queue[W, R] // protected by mu
+}
+
+func (r *readyList[W, R]) add(q *queue[W, R]) {
+	if q.listed.Load() || !q.listed.CompareAndSwap(false, true) {
+		return
+	}
+	r.mu.Lock()
+	r.qs = append(r.qs, q)
+	r.n.Store(int32(len(r.qs)))
+	r.mu.Unlock()
+}
+
+// take returns the listed channels and leaves buf (emptied) in their place.
+func (r *readyList[W, R]) take(buf []*queue[W, R]) []*queue[W, R] {
+	r.mu.Lock()
+	qs := r.qs
+	r.qs = buf[:0]
+	r.n.Store(0)
+	r.mu.Unlock()
+	return qs
+}
+
+// snapshot returns a copy of the list.
+func (r *readyList[W, R]) snapshot() []*queue[W, R] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*queue[W, R](nil), r.qs...)
 }
 
 // Channel is a named input queue of a [Coordinator], obtained with
@@ -251,12 +383,19 @@ type Channel[W, R any] struct {
 	sizeOf func(W) int64 // set only with Config.MaxBytes
 }
 
-func (ch *Channel[W, R]) op(w W, h *WriteHandle[R]) op[W, R] {
+func (ch *Channel[W, R]) op(w W, h *WriteHandle[R]) (op[W, R], error) {
 	o := op[W, R]{write: w, h: h}
 	if ch.sizeOf != nil {
 		o.bytes = ch.sizeOf(w)
+		if o.bytes < 0 {
+			return o, ch.sizeError(o.bytes)
+		}
 	}
-	return o
+	return o, nil
+}
+
+func (ch *Channel[W, R]) sizeError(n int64) error {
+	return fmt.Errorf("channel %q: write size %d: %w", ch.q.name, n, ErrInvalidSize)
 }
 
 // Name returns the channel's name.
@@ -268,7 +407,11 @@ func (ch *Channel[W, R]) Name() string { return ch.q.name }
 // failure with the failure.
 func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 	h := &WriteHandle[R]{p: ch.q.p}
-	if err := ch.q.push(context.Background(), ch.op(w, h), false); err != nil {
+	o, err := ch.op(w, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.q.push(context.Background(), o, false); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -279,7 +422,11 @@ func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 // queued. Use [context.WithTimeout] for a bounded wait.
 func (ch *Channel[W, R]) Write(ctx context.Context, w W) (*WriteHandle[R], error) {
 	h := &WriteHandle[R]{p: ch.q.p}
-	if err := ch.q.push(ctx, ch.op(w, h), true); err != nil {
+	o, err := ch.op(w, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.q.push(ctx, o, true); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -292,13 +439,27 @@ func (ch *Channel[W, R]) Write(ctx context.Context, w W) (*WriteHandle[R], error
 func (ch *Channel[W, R]) WriteBatch(ctx context.Context, ws []W) (*BatchHandle[R], error) {
 	bh := &BatchHandle[R]{p: ch.q.p}
 	if len(ws) == 0 {
+		ch.q.mu.Lock()
+		err := ch.q.refusedLocked()
+		ch.q.mu.Unlock()
+		if err != nil {
+			ch.q.rejectedClosed.Add(1)
+			return nil, err
+		}
 		bh.done.complete()
 		return bh, nil
 	}
 	o := op[W, R]{batch: ws, bh: bh}
 	if ch.sizeOf != nil {
 		for _, w := range ws {
-			o.bytes += ch.sizeOf(w)
+			n := ch.sizeOf(w)
+			var ok bool
+			if o.bytes, ok = addSize(o.bytes, n); !ok {
+				if n >= 0 {
+					return nil, fmt.Errorf("channel %q: batch of %d writes: sizes add up past the int64 range: %w", ch.q.name, len(ws), ErrInvalidSize)
+				}
+				return nil, ch.sizeError(n)
+			}
 		}
 	}
 	if err := ch.q.push(ctx, o, true); err != nil {

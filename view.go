@@ -33,8 +33,10 @@ type View[FV, DV, S any] struct {
 	// Written is the last epoch included in Snapshot.
 	Written uint64
 	// Err is non-nil once the coordinator has failed. Current and Frozen
-	// are then empty (Current is the zero DV), because the data they held
-	// will never be written; Snapshot is the last one written.
+	// are then empty, because the data they held will never be written:
+	// Current reads a delta that holds no write (made with the function
+	// given to [New]), so the usual read pattern works unchanged; Snapshot
+	// is the last one written.
 	Err error
 }
 
@@ -128,31 +130,27 @@ func (h *viewHub[FV, DV, S]) unlessFailed(f func()) {
 	}
 }
 
-// fail runs markFailed and, if it reports the first failure, publishes
-// the final view of a failed coordinator, both under the hub's lock.
-func (h *viewHub[FV, DV, S]) fail(err error, markFailed func() bool) bool {
+// fail runs record and, if it reports the first failure, publishes the
+// final view of a failed coordinator, both under the hub's lock. The final
+// view shows empty as its Current.
+func (h *viewHub[FV, DV, S]) fail(err error, empty DV, record func(error) bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !markFailed() {
+	if !record(err) {
 		return false
 	}
-	h.failLocked(err)
-	return true
-}
-
-func (h *viewHub[FV, DV, S]) failLocked(err error) {
 	old := h.cur.Load()
 	if old.Err != nil {
-		return
+		return true
 	}
-	var zero DV
 	h.publishLocked(&View[FV, DV, S]{
-		Current:     zero,
+		Current:     empty,
 		Snapshot:    old.Snapshot,
 		LastWritten: old.LastWritten,
 		Written:     old.Written,
 		Err:         err,
 	})
+	return true
 }
 
 func (h *viewHub[FV, DV, S]) subscribe(buffer int) *Subscriber[FV, DV, S] {

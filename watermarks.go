@@ -66,13 +66,22 @@ type waiter struct {
 	cond  sync.Cond // L is &mu
 	fired bool      // protected by mu: signal was called
 
-	epoch uint64
-	index int     // position in a watermark's heap, -1 when not in one
-	next  *waiter // link in a completion's list
+	epoch    uint64 // the epoch awaited, or the bytes a budget waiter needs
+	index    int    // position in a watermark's heap, -1 when not in one
+	maxIndex int    // position in a watermark's max-heap, -1 when not in one
+	// next and prev link the waiter in a completion's list (next only) or
+	// in a FIFO waitList; granted and owner belong to the waitList's owner.
+	next, prev *waiter
+	granted    bool
+	owner      any
+	// noReuse is set when a context.AfterFunc callback may still touch the
+	// waiter; it then never goes back to the pool, so a late wake-up cannot
+	// reach a goroutine of another synctest bubble (or any other user).
+	noReuse bool
 }
 
 var waiterPool = sync.Pool{New: func() any {
-	w := &waiter{index: -1}
+	w := &waiter{index: -1, maxIndex: -1}
 	w.cond.L = &w.mu
 	return w
 }}
@@ -82,7 +91,10 @@ func getWaiter() *waiter { return waiterPool.Get().(*waiter) }
 // putWaiter returns w to the pool. Only call it once w can no longer be
 // signalled.
 func putWaiter(w *waiter) {
-	w.next, w.index, w.fired = nil, -1, false
+	if w.noReuse {
+		return
+	}
+	w.next, w.prev, w.index, w.maxIndex, w.fired, w.granted, w.owner = nil, nil, -1, -1, false, false, nil
 	waiterPool.Put(w)
 }
 
@@ -101,9 +113,7 @@ func (w *waiter) park(ctx context.Context) bool {
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() {
 			// Under mu, so the broadcast cannot fall between the
-			// waiter's check of ctx and its Wait. A late call after w
-			// was recycled only causes a spurious wake-up, which every
-			// park loop tolerates.
+			// waiter's check of ctx and its Wait.
 			w.mu.Lock()
 			w.cond.Broadcast()
 			w.mu.Unlock()
@@ -115,8 +125,10 @@ func (w *waiter) park(ctx context.Context) bool {
 	}
 	fired := w.fired
 	w.mu.Unlock()
-	if stop != nil {
-		stop()
+	if stop != nil && !stop() {
+		// The callback started (or is about to): it may still lock w
+		// after we return, so w must not be reused.
+		w.noReuse = true
 	}
 	return fired
 }
@@ -129,6 +141,42 @@ func (w *waiter) settle() {
 		w.cond.Wait()
 	}
 	w.mu.Unlock()
+}
+
+// waitList is a FIFO of parked waiters, linked through next and prev.
+// Its owner protects it with a mutex.
+type waitList struct {
+	head, tail *waiter
+	n          int
+}
+
+func (l *waitList) pushBack(w *waiter) {
+	w.next, w.prev = nil, l.tail
+	if l.tail != nil {
+		l.tail.next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+	l.n++
+}
+
+// contains reports whether w is listed.
+func (l *waitList) contains(w *waiter) bool { return w.prev != nil || l.head == w }
+
+func (l *waitList) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		l.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		l.tail = w.prev
+	}
+	w.next, w.prev = nil, nil
+	l.n--
 }
 
 type waiterHeap []*waiter
@@ -153,9 +201,39 @@ func (h *waiterHeap) Pop() any {
 	return w
 }
 
+// waiterMaxHeap orders the same waiters by descending epoch, through
+// maxIndex, so the largest awaited epoch is known exactly as waiters come
+// and go.
+type waiterMaxHeap []*waiter
+
+func (h waiterMaxHeap) Len() int           { return len(h) }
+func (h waiterMaxHeap) Less(i, j int) bool { return h[i].epoch > h[j].epoch }
+func (h waiterMaxHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].maxIndex, h[j].maxIndex = i, j
+}
+func (h *waiterMaxHeap) Push(x any) {
+	w := x.(*waiter)
+	w.maxIndex = len(*h)
+	*h = append(*h, w)
+}
+func (h *waiterMaxHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.maxIndex = -1
+	return w
+}
+
 // watermark is a monotonically increasing epoch that goroutines can wait on.
 // Reads are a single atomic load. Advancing wakes exactly the waiters whose
 // epoch was reached, so the cost is O(log n) per waiter, never per epoch.
+//
+// The waiters are also the demand the pipeline serves: minWait (and, with
+// trackMax, maxWait) give the smallest and largest epoch still awaited, so
+// a wait that ends — satisfied, failed or abandoned — stops asking for
+// anything.
 //
 // The zero value is a watermark at 0 with no waiters. A watermark can be
 // failed: waiters beyond the current value then return the failure, and so
@@ -169,13 +247,66 @@ type watermark struct {
 	// before reading v: one of the two always sees the other.
 	nwait atomic.Int32
 
+	// minWait and maxWait are the smallest and largest epoch a listed
+	// waiter waits for, 0 when none; written under mu, read without it.
+	// maxWait is kept only with trackMax.
+	minWait, maxWait atomic.Uint64
+	trackMax         bool
+	// parked, if set, is called after a waiter is listed and before it
+	// parks: the pipeline uses it to act on the new demand.
+	parked func(e uint64)
+
 	mu      sync.Mutex
-	waiters waiterHeap // protected by mu
-	err     error      // protected by mu; terminal error for epochs > v
+	waiters waiterHeap    // protected by mu
+	byMax   waiterMaxHeap // protected by mu; only with trackMax
+	err     error         // protected by mu; terminal error for epochs > v
 }
 
 // Load returns the current value.
 func (m *watermark) Load() uint64 { return m.v.Load() }
+
+// pushLocked lists w.
+func (m *watermark) pushLocked(w *waiter) {
+	heap.Push(&m.waiters, w)
+	if m.trackMax {
+		heap.Push(&m.byMax, w)
+	}
+	m.boundsLocked()
+}
+
+// popLocked unlists the waiter with the smallest epoch.
+func (m *watermark) popLocked() *waiter {
+	w := heap.Pop(&m.waiters).(*waiter)
+	if m.trackMax {
+		heap.Remove(&m.byMax, w.maxIndex)
+	}
+	m.nwait.Add(-1)
+	return w
+}
+
+// removeLocked unlists w, which must be listed.
+func (m *watermark) removeLocked(w *waiter) {
+	heap.Remove(&m.waiters, w.index)
+	if m.trackMax {
+		heap.Remove(&m.byMax, w.maxIndex)
+	}
+	m.nwait.Add(-1)
+	m.boundsLocked()
+}
+
+func (m *watermark) boundsLocked() {
+	var lo, hi uint64
+	if len(m.waiters) > 0 {
+		lo = m.waiters[0].epoch
+	}
+	if len(m.byMax) > 0 {
+		hi = m.byMax[0].epoch
+	}
+	m.minWait.Store(lo)
+	if m.trackMax {
+		m.maxWait.Store(hi)
+	}
+}
 
 // advance raises the watermark to e (never lowers it) and wakes the waiters
 // it satisfies.
@@ -185,9 +316,13 @@ func (m *watermark) advance(e uint64) {
 	}
 	m.mu.Lock()
 	v := m.v.Load()
+	popped := false
 	for len(m.waiters) > 0 && m.waiters[0].epoch <= v {
-		m.nwait.Add(-1)
-		heap.Pop(&m.waiters).(*waiter).signal()
+		m.popLocked().signal()
+		popped = true
+	}
+	if popped {
+		m.boundsLocked()
 	}
 	m.mu.Unlock()
 }
@@ -202,9 +337,9 @@ func (m *watermark) fail(err error) {
 	}
 	m.err = err
 	for len(m.waiters) > 0 {
-		m.nwait.Add(-1)
-		heap.Pop(&m.waiters).(*waiter).signal()
+		m.popLocked().signal()
 	}
+	m.boundsLocked()
 }
 
 // wait blocks until the watermark reaches e, the watermark fails, or ctx is
@@ -230,15 +365,17 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 		putWaiter(w)
 		return &epochError{level, e, err}
 	}
-	heap.Push(&m.waiters, w)
+	m.pushLocked(w)
 	m.mu.Unlock()
+	if m.parked != nil {
+		m.parked(e)
+	}
 
 	if !w.park(ctx) {
 		m.mu.Lock()
 		listed := w.index >= 0
 		if listed {
-			m.nwait.Add(-1)
-			heap.Remove(&m.waiters, w.index)
+			m.removeLocked(w)
 		}
 		m.mu.Unlock()
 		if !listed {
