@@ -135,7 +135,7 @@ type Config struct {
 	// Channels names the input channels. Default: one channel, "default".
 	Channels []string
 	// QueueCapacity bounds each channel's queue, in slots (a write or a
-	// batch). Default 10,000.
+	// batch), from acceptance until the slot is applied. Default 10,000.
 	QueueCapacity int
 	// FlushInterval freezes the live delta when this long passed since
 	// the last freeze (or Start). Default 10s.
@@ -156,9 +156,10 @@ type Config struct {
 	// MaxBytes, if positive, is a byte budget for writes that are queued,
 	// in the live delta, or in frozen deltas not yet written; the write
 	// type must implement [Sizer]. When it is exhausted, TryWrite fails
-	// with ErrBackpressure, Write waits, and the coordinator freezes the
-	// live delta so the flusher can release its bytes. A single write
-	// larger than the budget is admitted when nothing else is held.
+	// with ErrBackpressure, Write waits (in FIFO order), and the coordinator
+	// freezes the live delta so the flusher can release its bytes. A single
+	// write larger than the budget is admitted when nothing else is held.
+	// Negative sizes are refused with ErrInvalidSize.
 	// Default 0: no byte budget (memory is bounded by counts; see the
 	// README's memory section).
 	MaxBytes int64
@@ -541,13 +542,33 @@ type flushReply struct {
 //     watermark beyond its current value, and Stop fails what is left with
 //     ErrClosed.
 //  6. After a failure no view claims data that will not be written: the
-//     final view keeps only the last snapshot.
+//     final view keeps only the last snapshot, and it is published before
+//     anyone can learn of the failure (Err, a waiter's error, a refused
+//     write). From that moment every new write is refused.
+//  7. Liveness: every wait finishes. Demand is the set of waiters still
+//     waiting (the watermarks' heaps), never a remembered maximum, so a
+//     wait that ends asks for nothing more. With a healthy flusher a
+//     Written or Durable wait on an applied epoch returns within a bounded
+//     number of flusher calls: its delta is frozen when the flusher is
+//     idle (or by size), reaches the flusher behind at most
+//     MaxPendingFlushes+1 others, and the flusher syncs right after the
+//     batch of deltas (at most MaxPendingFlushes+1) in which the oldest
+//     Durable waiter's epoch is written. So a Written wait sees at most
+//     MaxPendingFlushes+2 FlushDelta calls, and a Durable wait at most
+//     2*(MaxPendingFlushes+1) before the FlushStorage that serves it
+//     starts, however many deltas keep coming. (With DisableFlushOnWait
+//     the freeze waits for size or interval instead.)
+//  8. Costs follow the work: blocked writers are admitted in FIFO order,
+//     one per freed slot (or as many as fit in freed budget bytes), and
+//     the coordinator visits only channels that have writes (a ready
+//     list), so idle channels and parked writers cost nothing per write.
 //
-// Group commit: waiting for Written or Durable raises a demand. The
+// Group commit: a goroutine waiting for Written or Durable is a demand. The
 // coordinator freezes the live delta for a demand only when the flusher is
 // idle, so everything that arrives while a flush (and sync) is in flight is
 // written by the next one; and the flusher syncs once for every durability
-// request made before the sync started.
+// request made before the sync started — Durable waiters and
+// Flush(Durable) calls alike.
 //
 // Rejected designs: a Go channel per input merged with reflect.Select
 // (slow, and costs a lock per write on the consumer side where swapping a

@@ -401,10 +401,12 @@ func (ch *Channel[W, R]) sizeError(n int64) error {
 // Name returns the channel's name.
 func (ch *Channel[W, R]) Name() string { return ch.q.name }
 
-// TryWrite queues w without blocking. If the queue is full it fails at
-// once with an error wrapping [ErrBackpressure]; the caller still holds w
-// and may retry. After Stop began it fails with [ErrClosed], and after a
-// failure with the failure.
+// TryWrite queues w without blocking. If the queue is full (or writers are
+// waiting for room ahead of it) it fails at once with an error wrapping
+// [ErrBackpressure]; the caller still holds w and may retry. After Stop
+// began it fails with [ErrClosed], and from the moment the coordinator
+// fails with an error wrapping the failure ("write not accepted"). With
+// [Config.MaxBytes], a negative Size fails with [ErrInvalidSize].
 func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 	h := &WriteHandle[R]{p: ch.q.p}
 	o, err := ch.op(w, h)
@@ -417,9 +419,12 @@ func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 	return h, nil
 }
 
-// Write queues w, waiting for room in the queue while it is full. It
-// returns the context's error (wrapped) if ctx is done first; w was then not
-// queued. Use [context.WithTimeout] for a bounded wait.
+// Write queues w, waiting for room in the queue while it is full. Blocked
+// writers are admitted in the order they blocked, one per slot the
+// coordinator frees (and, with [Config.MaxBytes], in the same order as
+// budget bytes are released). It returns the context's error (wrapped) if
+// ctx is done first; w was then not queued. Use [context.WithTimeout] for
+// a bounded wait. Errors are as for [Channel.TryWrite].
 func (ch *Channel[W, R]) Write(ctx context.Context, w W) (*WriteHandle[R], error) {
 	h := &WriteHandle[R]{p: ch.q.p}
 	o, err := ch.op(w, h)
@@ -435,7 +440,10 @@ func (ch *Channel[W, R]) Write(ctx context.Context, w W) (*WriteHandle[R], error
 // WriteBatch queues ws as one slot of the queue, waiting for room like
 // [Channel.Write]. The writes are applied back to back with consecutive
 // epochs, each with its own result. ws must not be modified until the
-// batch is applied. An empty batch completes at once with no epochs.
+// batch is applied. An empty batch completes at once with no epochs (but
+// fails like any write once Stop began or the coordinator failed). With
+// [Config.MaxBytes], the batch's sizes are summed; a negative size, or a
+// sum past the int64 range, fails with [ErrInvalidSize].
 func (ch *Channel[W, R]) WriteBatch(ctx context.Context, ws []W) (*BatchHandle[R], error) {
 	bh := &BatchHandle[R]{p: ch.q.p}
 	if len(ws) == 0 {
@@ -483,5 +491,6 @@ func (ch *Channel[W, R]) Resume() { ch.q.setPaused(false) }
 func (ch *Channel[W, R]) Paused() bool { return ch.q.isPaused() }
 
 // Len returns the number of writes accepted on this channel and not yet
-// applied.
+// applied. The channel holds at most [Config.QueueCapacity] slots until they
+// are applied, so Len stays within it unless batches are written.
 func (ch *Channel[W, R]) Len() int { return int(ch.q.depth.Load()) }
