@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -608,6 +609,92 @@ func BenchmarkScaling(b *testing.B) {
 		b.Run("flush-size="+s.name, func(b *testing.B) {
 			b.ReportAllocs()
 			benchAppliedCoordinator(b, Config{FlushSize: s.size}, 4)
+		})
+	}
+}
+
+// BenchmarkBlockedWriters measures the cost of draining a full queue while
+// many writers are blocked on it: writers=W goroutines loop on
+// Channel.Write to one channel with QueueCapacity benchBlockedQueueCap, so
+// about W of them are blocked at any time. Before the timer starts the
+// channel is paused until the queue is full and every writer has called
+// Write; then it is resumed and the clock stops when b.N writes are
+// applied. ns/write is per write drained; it should not grow with W: a
+// take that frees room for k writes should wake about k writers, not all W.
+// Before that held, the 100k case took about 0.3-0.8 ms per write: run the
+// benchmark with a fixed count,
+//
+//	go test -run '^$' -bench BlockedWriters -count=3 -benchtime=20000x .
+func BenchmarkBlockedWriters(b *testing.B) {
+	for _, writers := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			b.ReportAllocs()
+			benchBlockedWriters(b, writers)
+		})
+	}
+}
+
+// benchBlockedQueueCap is the queue capacity of BenchmarkBlockedWriters.
+const benchBlockedQueueCap = 64
+
+func benchBlockedWriters(b *testing.B, writers int) {
+	c := newBenchCoordinator(b, Config{QueueCapacity: benchBlockedQueueCap}, &benchFlusher{})
+	defer benchStop(b, c)
+	ch := c.Channel(defaultChannel)
+	ch.Pause()
+	// The writers stop when ctx is canceled: those blocked in Write then
+	// return its error, the others at their next loop.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		started atomic.Int64 // writers that made their first call to Write
+		wg      sync.WaitGroup
+	)
+	for id := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Add(1)
+			for i := 0; ctx.Err() == nil; i++ {
+				if _, err := ch.Write(ctx, benchWriteOf(id, i)); err != nil {
+					if ctx.Err() == nil {
+						b.Error(err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	// Every writer called Write and all but QueueCapacity of them block on
+	// the full queue. A writer counted in started may still be on its way
+	// to park; it parks as soon as it runs again.
+	for started.Load() < int64(writers) || c.Stats().Channels[0].Depth < benchBlockedQueueCap {
+		runtime.Gosched()
+	}
+	b.ResetTimer()
+	ch.Resume()
+	if err := c.WaitFor(context.Background(), Applied, uint64(b.N)); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/write")
+	cancel()
+	wg.Wait()
+}
+
+// BenchmarkChannels measures the round trip of one writer (write, then
+// wait until applied) on one busy channel among channels=C configured
+// channels, the others idle. The cost should follow the busy channels, not
+// the configured ones.
+func BenchmarkChannels(b *testing.B) {
+	for _, n := range []int{1, 100, 10_000} {
+		b.Run(fmt.Sprintf("channels=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			cfg := Config{Channels: []string{defaultChannel}}
+			for i := 1; i < n; i++ {
+				cfg.Channels = append(cfg.Channels, "idle"+strconv.Itoa(i))
+			}
+			benchRoundTripCoordinator(b, cfg, 1)
 		})
 	}
 }
