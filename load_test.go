@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,14 +31,16 @@ import (
 var loadLong = flag.Bool("long", false, "run the liveness load test much longer, with many more writes")
 
 // loadMaxDeltasPerDurableWait is the most FlushDelta calls a Durable wait
-// may span, counted from the moment its write is applied: the delta being
-// written, the MaxPendingFlushes queued behind it and the live delta holding
-// the write, with as much again for slack.
-func loadMaxDeltasPerDurableWait(cfg Config) int64 { return 2*int64(cfg.MaxPendingFlushes+1) + 2 }
+// may span before the FlushStorage call that serves it starts, as the
+// package documents: the delta being written and the MaxPendingFlushes
+// queued behind it, the delta holding the write, and the rest of the batch
+// the flusher writes before it syncs (MaxPendingFlushes more).
+func loadMaxDeltasPerDurableWait(cfg Config) int64 { return 2 * int64(cfg.MaxPendingFlushes+1) }
 
-// loadMaxSyncsPerDurableWait is the most FlushStorage calls a Durable wait
-// may span: one that started before its write was written, the one that
-// covers it, and one for slack (an explicit Flush(Durable) may add a sync).
+// loadMaxSyncsPerDurableWait is the most FlushStorage calls that may start
+// during a Durable wait, counting the one that serves it: one per flusher
+// batch at most (explicit Flush(Durable) calls may add syncs), and there are
+// at most three batches in the span above.
 func loadMaxSyncsPerDurableWait() int64 { return 3 }
 
 // loadFlushEvery is how many writes are applied between two explicit
@@ -82,6 +85,28 @@ type loadFlusher struct {
 
 	next uint64   // the first epoch of the next delta; flusher goroutine only
 	buf  []uint64 // flusher goroutine only
+
+	mu     sync.Mutex
+	synced []loadSync // every FlushStorage call, in order
+}
+
+// loadSync is one FlushStorage call: the FlushDelta calls made before it
+// and the last epoch written when it started, which it makes durable.
+type loadSync struct {
+	deltas  int64
+	written uint64
+}
+
+// serving returns the index of the first FlushStorage call that made epoch
+// durable, and that call, or false if none did.
+func (f *loadFlusher) serving(epoch uint64) (int, loadSync, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := sort.Search(len(f.synced), func(i int) bool { return f.synced[i].written >= epoch })
+	if i == len(f.synced) {
+		return 0, loadSync{}, false
+	}
+	return i, f.synced[i], true
 }
 
 func (f *loadFlusher) FlushDelta(_ context.Context, frozen []uint64, epochs EpochRange) (uint64, error) {
@@ -104,6 +129,9 @@ func (f *loadFlusher) FlushDelta(_ context.Context, frozen []uint64, epochs Epoc
 }
 
 func (f *loadFlusher) FlushStorage(context.Context) error {
+	f.mu.Lock()
+	f.synced = append(f.synced, loadSync{deltas: f.deltas.Load(), written: f.next - 1})
+	f.mu.Unlock()
 	f.syncs.Add(1)
 	return nil
 }
@@ -181,6 +209,17 @@ func TestLoadLiveness(t *testing.T) {
 	c, err := New(cfg, newLoadDelta, struct{}{}, uint64(0), Flusher[[]uint64, uint64](fl))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	// A Durable wait begins when it is listed on the durable watermark:
+	// note the FlushDelta calls made by then, per epoch. (Between the
+	// waiter's call and that moment lies only the scheduler.)
+	// Only the measured waits are noted: a measured waiter stores -1 for
+	// its epoch before it waits.
+	var listedAt sync.Map // epoch -> FlushDelta calls when its wait was listed
+	parked := c.p.marks.durable.parked
+	c.p.marks.durable.parked = func(e uint64) {
+		listedAt.CompareAndSwap(e, int64(-1), fl.deltas.Load())
+		parked(e)
+	}
 	c.Start()
 
 	// run ends the load; calls that must complete get their own deadline.
@@ -237,8 +276,11 @@ func TestLoadLiveness(t *testing.T) {
 
 	// Durable waiters: write, wait until applied, then wait until durable
 	// and count the flusher calls in between. A wait is measured from the
-	// moment its write is applied, so time spent on a paused channel does
-	// not count. Durable waits run to the end even after the load stopped.
+	// moment it is listed (after its write is applied, so time spent on a
+	// paused channel does not count) to the start of the FlushStorage call
+	// that made its write durable, read from the flusher's log: how soon the
+	// waiter goroutine runs again afterwards is the scheduler's business.
+	// Durable waits run to the end even after the load stopped.
 	for i := range len(cfg.Channels) {
 		ch := c.Channel(cfg.Channels[i])
 		spawn(func() {
@@ -248,19 +290,27 @@ func TestLoadLiveness(t *testing.T) {
 					return
 				}
 				ctx, cancel := deadline()
-				_, err := h.Epoch(ctx)
+				epoch, err := h.Epoch(ctx)
 				if !res.check(t, "Epoch", err) {
 					cancel()
 					return
 				}
-				d0, s0 := fl.deltas.Load(), fl.syncs.Load()
+				s0 := fl.syncs.Load()
+				listedAt.Store(epoch, int64(-1))
 				_, err = h.Wait(ctx, Durable)
-				d1, s1 := fl.deltas.Load(), fl.syncs.Load()
 				cancel()
 				if !res.check(t, "Wait(Durable)", err) {
 					return
 				}
-				res.record(loadSpan{deltas: d1 - d0, syncs: s1 - s0}, maxDeltas, maxSyncs)
+				d0, _ := listedAt.LoadAndDelete(epoch)
+				if d0.(int64) < 0 {
+					continue // durable before the wait was listed
+				}
+				i, sync, ok := fl.serving(epoch)
+				if !assert.True(t, ok, "no FlushStorage call made epoch %d durable", epoch) {
+					return
+				}
+				res.record(loadSpan{deltas: max(0, sync.deltas-d0.(int64)), syncs: max(0, int64(i+1)-s0)}, maxDeltas, maxSyncs)
 			}
 		})
 	}
