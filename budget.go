@@ -39,7 +39,8 @@ type budget struct {
 	starved atomic.Bool
 
 	mu      sync.Mutex
-	blocked waitList // protected by mu; waiter.epoch is the bytes wanted
+	blocked waitList    // protected by mu
+	cache   waiterCache // protected by mu
 }
 
 // fits reports whether n more bytes may be reserved when used are. A write
@@ -71,9 +72,9 @@ func (b *budget) tryAcquire(n int64) bool {
 // owner is the writer's queue: closing it (cancel) ends the wait. It reports
 // whether the bytes were reserved; if not, ctx is done or owner was closed.
 func (b *budget) acquire(ctx context.Context, n int64, owner any) bool {
-	w := getWaiter()
-	w.epoch, w.owner = uint64(n), owner
 	b.mu.Lock()
+	w := b.cache.get()
+	w.bytes, w.owner = n, owner
 	b.blocked.pushBack(w)
 	b.nblocked.Add(1)
 	b.grantLocked()
@@ -83,21 +84,19 @@ func (b *budget) acquire(ctx context.Context, n int64, owner any) bool {
 		w.park(ctx)
 		b.mu.Lock()
 		if b.blocked.contains(w) {
-			// Still listed: give up the place; the writers behind may
-			// fit now.
+			// ctx is done: give up the place; the writers behind may fit
+			// now.
 			b.unlistLocked(w)
 			b.grantLocked()
 		}
 	}
-	// Grants and cancellations signal under mu, so no signal for w is
-	// still on its way: w can be reused.
 	granted := w.granted
+	b.cache.put(w)
 	b.mu.Unlock()
-	putWaiter(w)
 	return granted
 }
 
-func (b *budget) unlistLocked(w *waiter) {
+func (b *budget) unlistLocked(w *fifoWaiter) {
 	b.blocked.remove(w)
 	b.nblocked.Add(-1)
 }
@@ -105,7 +104,7 @@ func (b *budget) unlistLocked(w *waiter) {
 // grantLocked admits writers from the front of the line while they fit.
 func (b *budget) grantLocked() {
 	for w := b.blocked.head; w != nil; w = b.blocked.head {
-		used, n := b.used.Load(), int64(w.epoch)
+		used, n := b.used.Load(), w.bytes
 		if !b.fits(used, n) {
 			return
 		}
@@ -114,7 +113,7 @@ func (b *budget) grantLocked() {
 		}
 		b.unlistLocked(w)
 		w.granted = true
-		w.signal()
+		w.wake()
 	}
 }
 
@@ -126,7 +125,7 @@ func (b *budget) cancel(owner any) {
 		next := w.next
 		if w.owner == owner {
 			b.unlistLocked(w)
-			w.signal()
+			w.wake()
 		}
 		w = next
 	}

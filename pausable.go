@@ -54,11 +54,12 @@ type queue[W, R any] struct {
 	ready    *readyList[W, R] // the coordinator's list of channels with work
 
 	mu        sync.Mutex
-	items     []op[W, R] // protected by mu: accepted, not yet taken
-	spare     []op[W, R] // protected by mu: recycled buffer for items
-	closedErr error      // protected by mu: non-nil once no more writes are accepted
-	paused    bool       // protected by mu
-	blocked   waitList   // protected by mu: writers waiting for a slot, FIFO
+	items     []op[W, R]  // protected by mu: accepted, not yet taken
+	spare     []op[W, R]  // protected by mu: recycled buffer for items
+	closedErr error       // protected by mu: non-nil once no more writes are accepted
+	paused    bool        // protected by mu
+	blocked   waitList    // protected by mu: writers waiting for a slot, FIFO
+	cache     waiterCache // protected by mu
 
 	// slots counts slots accepted and not yet applied, plus slots granted
 	// to blocked writers that have not appended yet; at most capacity.
@@ -180,36 +181,32 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 // It returns nil with mu held and the slot counted, or an error with mu
 // released.
 func (q *queue[W, R]) awaitSlot(ctx context.Context) error {
-	w := getWaiter()
+	w := q.cache.get()
 	q.blocked.pushBack(w)
 	q.nblocked.Add(1)
 	q.grantLocked() // room may have been freed since the caller looked
-	for !w.granted {
+	if !w.granted {
 		q.mu.Unlock()
 		w.park(ctx)
 		q.mu.Lock()
-		if w.granted {
-			break
-		}
-		if err := q.refusedLocked(); err != nil || ctx.Err() != nil {
-			if q.blocked.contains(w) {
-				q.blocked.remove(w)
-				q.nblocked.Add(-1)
-			}
-			q.mu.Unlock()
-			putWaiter(w)
-			if err != nil {
-				q.rejectedClosed.Add(1)
-				return err
-			}
-			q.rejectedCanceled.Add(1)
-			return fmt.Errorf("channel %q: waiting for queue room: %w", q.name, ctx.Err())
-		}
-		w.fired = false // not granted, not refused, ctx alive: still listed
 	}
-	// Grants signal under mu, so no signal for w is still on its way.
-	putWaiter(w)
-	return nil
+	granted := w.granted
+	if !granted && q.blocked.contains(w) {
+		q.blocked.remove(w)
+		q.nblocked.Add(-1)
+	}
+	q.cache.put(w)
+	if granted {
+		return nil
+	}
+	err := q.refusedLocked()
+	q.mu.Unlock()
+	if err != nil {
+		q.rejectedClosed.Add(1)
+		return err
+	}
+	q.rejectedCanceled.Add(1)
+	return fmt.Errorf("channel %q: waiting for queue room: %w", q.name, ctx.Err())
 }
 
 // grantLocked admits blocked writers from the front while there are free
@@ -220,7 +217,7 @@ func (q *queue[W, R]) grantLocked() {
 		q.nblocked.Add(-1)
 		q.slots.Add(1)
 		w.granted = true
-		w.signal()
+		w.wake()
 	}
 }
 
@@ -282,7 +279,7 @@ func (q *queue[W, R]) close(refused, dropped error) {
 	for w := q.blocked.head; w != nil; w = q.blocked.head {
 		q.blocked.remove(w)
 		q.nblocked.Add(-1)
-		w.signal()
+		w.wake()
 	}
 	var items []op[W, R]
 	if dropped != nil {

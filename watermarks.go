@@ -66,14 +66,10 @@ type waiter struct {
 	cond  sync.Cond // L is &mu
 	fired bool      // protected by mu: signal was called
 
-	epoch    uint64 // the epoch awaited, or the bytes a budget waiter needs
-	index    int    // position in a watermark's heap, -1 when not in one
-	maxIndex int    // position in a watermark's max-heap, -1 when not in one
-	// next and prev link the waiter in a completion's list (next only) or
-	// in a FIFO waitList; granted and owner belong to the waitList's owner.
-	next, prev *waiter
-	granted    bool
-	owner      any
+	epoch    uint64  // the epoch awaited
+	index    int     // position in a watermark's heap, -1 when not in one
+	maxIndex int     // position in a watermark's max-heap, -1 when not in one
+	next     *waiter // link in a completion's list
 	// noReuse is set when a context.AfterFunc callback may still touch the
 	// waiter; it then never goes back to the pool, so a late wake-up cannot
 	// reach a goroutine of another synctest bubble (or any other user).
@@ -94,7 +90,7 @@ func putWaiter(w *waiter) {
 	if w.noReuse {
 		return
 	}
-	w.next, w.prev, w.index, w.maxIndex, w.fired, w.granted, w.owner = nil, nil, -1, -1, false, false, nil
+	w.next, w.index, w.maxIndex, w.fired = nil, -1, -1, false
 	waiterPool.Put(w)
 }
 
@@ -141,42 +137,6 @@ func (w *waiter) settle() {
 		w.cond.Wait()
 	}
 	w.mu.Unlock()
-}
-
-// waitList is a FIFO of parked waiters, linked through next and prev.
-// Its owner protects it with a mutex.
-type waitList struct {
-	head, tail *waiter
-	n          int
-}
-
-func (l *waitList) pushBack(w *waiter) {
-	w.next, w.prev = nil, l.tail
-	if l.tail != nil {
-		l.tail.next = w
-	} else {
-		l.head = w
-	}
-	l.tail = w
-	l.n++
-}
-
-// contains reports whether w is listed.
-func (l *waitList) contains(w *waiter) bool { return w.prev != nil || l.head == w }
-
-func (l *waitList) remove(w *waiter) {
-	if w.prev != nil {
-		w.prev.next = w.next
-	} else {
-		l.head = w.next
-	}
-	if w.next != nil {
-		w.next.prev = w.prev
-	} else {
-		l.tail = w.prev
-	}
-	w.next, w.prev = nil, nil
-	l.n--
 }
 
 type waiterHeap []*waiter
