@@ -624,6 +624,7 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	deltaStart uint64 // the first epoch of the live delta
 	timer      *time.Timer
 	readyBuf   []*queue[W, R] // the ready list's spare buffer
+	flushReqs  []flushReq     // handleFlush's buffer
 	lastSize   int            // the live delta's EstimateSize after the last apply
 	liveBytes  int64          // byte budget held by writes applied to the live delta
 	rejected   int            // writes Apply rejected in the current turn
@@ -1309,14 +1310,30 @@ func (c *Coordinator[W, R, FV, DV, S]) freeze(reason FlushReason) {
 	c.cfg.Observer.Dispatched(epochs, wait)
 }
 
+// handleFlush serves req together with every other Flush request already
+// waiting to be taken: one drain and one freeze cover them all, so that
+// concurrent flushes share a delta, and Durable ones the sync after it.
 func (c *Coordinator[W, R, FV, DV, S]) handleFlush(req flushReq) {
+	reqs := append(c.flushReqs[:0], req)
+	for more := true; more; {
+		select {
+		case r := <-c.ctrl:
+			reqs = append(reqs, r)
+		default:
+			more = false
+		}
+	}
 	c.drain(false)
 	c.freeze(FlushExplicit)
+	reply := flushReply{epoch: c.next - 1}
 	if err := c.p.err(); err != nil {
-		req.reply <- flushReply{err: err}
-		return
+		reply = flushReply{err: err}
 	}
-	req.reply <- flushReply{epoch: c.next - 1}
+	for _, r := range reqs {
+		r.reply <- reply
+	}
+	clear(reqs)
+	c.flushReqs = reqs[:0]
 }
 
 // shutdown applies everything accepted, freezes it and closes the flush
