@@ -1226,12 +1226,12 @@ func TestRegressionLenWithinQueueCapacity(t *testing.T) {
 
 // Stats().PendingFlushes is never negative, whatever it races with.
 //
-// Four readers call Stats() in a loop while up to 30,000 Flush(ctx, Durable)
+// Four readers call Stats() in a loop while up to 10,000 Flush(ctx, Durable)
 // calls each run a FlushStorage with nothing else pending: every sync starts
 // from an idle flusher, the moment a torn read would show -1. The loop ends
 // early once a reader saw a negative value.
 func TestRegressionPendingFlushesNeverNegative(t *testing.T) {
-	const syncs, readers = 30_000, 4
+	const syncs, readers = 10_000, 4
 	ctx := deadlineCtx(t)
 	defer failIfHung(t, ctx)
 	f := newRegFlusher()
