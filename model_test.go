@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -28,6 +29,17 @@ import (
 // writes were applied, with which epochs, and whether the injected fault
 // fired. Concurrent: steps follow each other while the coordinator works,
 // and only the invariants that hold at every instant are checked.
+//
+// Liveness. In a sequence whose header has the live flag (0x40 in its first
+// byte), Await ops start waits that run on their own goroutines (handle
+// waits, WaitFor and Flush, at every level) and Abandon ops cancel them.
+// After the last operation the flusher is made healthy (faults that have
+// not fired are disarmed, paused channels resumed), probe waits at every
+// level are added, and every outstanding wait must return within
+// modelLiveBound flusher calls, counted by modelFlusher, never in time.
+// TestModelSustainedLoad uses the same model under a sustained load: while
+// a Durable waiter exists, FlushDelta calls between two FlushStorage calls
+// are bounded. Sequences without the live flag decode and run as before.
 
 var (
 	modelSeed  = flag.Int64("model.seed", 1, "seed of the first random operation sequence; 0 picks one from the clock")
@@ -61,10 +73,12 @@ const (
 	modelOpDrain
 	modelOpFault
 	modelOpTick
+	modelOpAwait   // start a wait on its own goroutine (live sequences only)
+	modelOpAbandon // cancel a wait started by Await (live sequences only)
 )
 
 var modelOpNames = [...]string{"TryWrite", "Write", "WriteBatch", "Flush", "Wait", "Epoch", "Pause", "Resume",
-	"Subscribe", "Drain", "Fault", "Tick"}
+	"Subscribe", "Drain", "Fault", "Tick", "Await", "Abandon"}
 
 // modelOpMix maps an op byte to a kind, writes being the most common.
 var modelOpMix = [...]modelOpKind{
@@ -80,6 +94,26 @@ var modelOpMix = [...]modelOpKind{
 	modelOpDrain, modelOpDrain,
 	modelOpFault,
 	modelOpTick,
+}
+
+// modelOpMixLive is the mix of live sequences: modelOpMix, then the ops of
+// the liveness checks. A sequence without the live flag decodes with
+// modelOpMix alone, so the existing corpus keeps its meaning.
+var modelOpMixLive = [...]modelOpKind{
+	modelOpTryWrite, modelOpTryWrite, modelOpTryWrite,
+	modelOpWrite, modelOpWrite, modelOpWrite,
+	modelOpWriteBatch, modelOpWriteBatch,
+	modelOpFlush, modelOpFlush,
+	modelOpWait, modelOpWait,
+	modelOpEpoch,
+	modelOpPause, modelOpPause,
+	modelOpResume, modelOpResume,
+	modelOpSubscribe,
+	modelOpDrain, modelOpDrain,
+	modelOpFault,
+	modelOpTick,
+	modelOpAwait, modelOpAwait, modelOpAwait,
+	modelOpAbandon,
 }
 
 // modelOp is one operation; arg picks its channel, level, target, ...
@@ -116,6 +150,7 @@ type modelConfig struct {
 	first                                                    uint64 // Config.FirstEpoch
 	sync                                                     SyncPolicy
 	lazy, settle                                             bool
+	live                                                     bool // Await and Abandon ops, liveness checks at the end
 }
 
 const modelHeader = 3
@@ -140,18 +175,31 @@ func modelDecode(data []byte) (modelConfig, []modelOp) {
 	if h[0]&4 != 0 {
 		cfg.sync = SyncAlways
 	}
+	cfg.live = h[0]&64 != 0
 	var ops []modelOp
 	for ; len(data) >= 2; data = data[2:] {
-		ops = append(ops, modelOp{modelOpMix[int(data[0])%len(modelOpMix)], data[1]})
+		ops = append(ops, modelOp{cfg.mix()[int(data[0])%len(cfg.mix())], data[1]})
 	}
 	return cfg, ops
 }
 
+func (mc modelConfig) mix() []modelOpKind {
+	if mc.live {
+		return modelOpMixLive[:]
+	}
+	return modelOpMix[:]
+}
+
 // modelEncode is the inverse of modelDecode, for hand-written seeds.
 func modelEncode(header [modelHeader]byte, ops ...modelOp) []byte {
+	cfg, _ := modelDecode(header[:])
 	data := header[:]
 	for _, op := range ops {
-		data = append(data, byte(slices.Index(modelOpMix[:], op.kind)), op.arg)
+		i := slices.Index(cfg.mix(), op.kind)
+		if i < 0 {
+			panic(fmt.Sprintf("modelEncode: %v needs the live flag in the header", op))
+		}
+		data = append(data, byte(i), op.arg)
 	}
 	return data
 }
@@ -207,11 +255,118 @@ type modelFault struct {
 	rule   int
 }
 
+// modelCalls is a reading of modelFlusher's call counters.
+type modelCalls struct{ deltas, syncs int64 }
+
+// since returns the calls made from b to a (none if a is earlier).
+func (a modelCalls) since(b modelCalls) modelCalls {
+	return modelCalls{max(a.deltas-b.deltas, 0), max(a.syncs-b.syncs, 0)}
+}
+
+// latest returns the later of two readings (counters only grow).
+func (a modelCalls) latest(b modelCalls) modelCalls {
+	return modelCalls{max(a.deltas, b.deltas), max(a.syncs, b.syncs)}
+}
+
+func (a modelCalls) String() string {
+	return fmt.Sprintf("%d FlushDelta, %d FlushStorage", a.deltas, a.syncs)
+}
+
+// modelLiveBound is the liveness bound, in flusher calls: with a healthy
+// flusher, a wait returns within this many FlushDelta and FlushStorage
+// calls of the moment it can be served, and under a sustained load no more
+// than this many FlushDelta calls run between two FlushStorage calls while
+// a Durable waiter exists. It is the one place to adjust the bound.
+//
+// FlushDelta: up to MaxPendingFlushes queued deltas and the one being
+// written are ahead of the wait's delta, which is written next; twice that
+// and two more leaves room for a retried call and a freeze racing the wait.
+// FlushStorage: one may be running, one may serve an earlier demand, and
+// one covers the wait. On today's code TestModelRandom sees at most 5 and 3
+// over 10,000 seeds (TestModelRandom logs the most it saw).
+func modelLiveBound(cfg modelConfig) modelCalls {
+	return modelCalls{deltas: int64(2*(cfg.pending+1) + 2), syncs: 3}
+}
+
+// modelFlusher is the model's flusher: a faultFlusher whose calls are
+// counted as the coordinator makes them (every attempt, before any fault
+// is injected).
+type modelFlusher struct {
+	*faultFlusher
+	deltas, syncs atomic.Int64
+	// quiet, if set before the coordinator starts, runs on the flusher
+	// goroutine before every call is counted; onCall, after.
+	quiet, onCall func(op string)
+}
+
+func (f *modelFlusher) calls() modelCalls { return modelCalls{f.deltas.Load(), f.syncs.Load()} }
+
+func (f *modelFlusher) begin(op string, n *atomic.Int64) {
+	if f.quiet != nil {
+		f.quiet(op)
+	}
+	n.Add(1)
+	if f.onCall != nil {
+		f.onCall(op)
+	}
+}
+
+func (f *modelFlusher) FlushDelta(ctx context.Context, frozen frozenTestDelta, epochs EpochRange) (memSnapshot, error) {
+	f.begin("FlushDelta", &f.deltas)
+	return f.faultFlusher.FlushDelta(ctx, frozen, epochs)
+}
+
+func (f *modelFlusher) FlushStorage(ctx context.Context) error {
+	f.begin("FlushStorage", &f.syncs)
+	return f.faultFlusher.FlushStorage(ctx)
+}
+
+// modelNewCoordinator is faultNewCoordinator with a modelFlusher.
+func modelNewCoordinator(t testing.TB, cfg Config, inj *faultInjector) (*testCoordinator, *modelFlusher) {
+	t.Helper()
+	fl := &modelFlusher{faultFlusher: &faultFlusher{testFlusher: newTestFlusher(), inj: inj}}
+	newDelta := func(ctx testContext) *faultDelta { return &faultDelta{testDelta: newTestDelta(ctx), inj: inj} }
+	c, err := New(cfg, newDelta, testContext{}, fl.storage.snapshot(), fl)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	return c, fl
+}
+
+// modelWaitKind is the call a modelWaiter waits with.
+type modelWaitKind uint8
+
+const (
+	modelWaitHandle modelWaitKind = iota // WriteHandle.Wait or BatchHandle.Wait
+	modelWaitFor                         // Coordinator.WaitFor
+	modelWaitFlush                       // Coordinator.Flush
+)
+
+// modelWaiter is a wait running on its own goroutine, started by an Await
+// op or as a probe of the liveness check.
+type modelWaiter struct {
+	what      string
+	kind      modelWaitKind
+	level     Durability
+	w         *modelWrite // modelWaitHandle: the write (or batch) waited on
+	epoch     uint64      // modelWaitFor: the epoch waited for
+	cancel    context.CancelFunc
+	abandoned bool       // its ctx was canceled by the model
+	start     modelCalls // flusher calls when the wait began
+	done      chan struct{}
+
+	// Set before done is closed.
+	end     modelCalls // flusher calls when it returned
+	flushed uint64     // modelWaitFlush: the epoch Flush returned
+	err     error
+}
+
 type model struct {
 	t      *testing.T
 	cfg    modelConfig
 	inj    *faultInjector
-	fl     *faultFlusher
+	fl     *modelFlusher
 	c      *testCoordinator
 	chans  []*Channel[testWrite, struct{}]
 	paused []bool
@@ -238,12 +393,24 @@ type model struct {
 	stopping   atomic.Bool
 	violMu     sync.Mutex
 	violations []string
+	appliedAt  map[int]modelCalls // by write id: flusher calls when it was applied; under violMu
+
+	// Liveness: the waits running, the flusher calls when the flusher was
+	// made healthy after the last operation, and what the checks saw.
+	waiters  []*modelWaiter
+	quiesce  atomic.Bool   // the flusher lets the bubble settle before each call
+	gate     chan struct{} // held by whoever calls synctest.Wait: one at a time
+	liveFrom modelCalls
+	liveMax  modelCalls // the most calls a live wait took, per counter
+	liveN    int        // waits checked against the bound
 }
 
 // modelTotals accumulates what the runs of a test did, to show that the
 // sequences exercise what they claim.
 type modelTotals struct {
 	runs, settled, steps, writes, epochs, failed, faultsArmed, cleanStops int
+	live, liveWaits                                                       int
+	liveMax                                                               modelCalls
 }
 
 // modelRun runs one encoded sequence and returns the number of steps run.
@@ -255,14 +422,7 @@ func modelRunTotals(t *testing.T, data []byte, totals *modelTotals) int {
 		ops = ops[:modelMaxSteps]
 	}
 	synctest.Test(t, func(t *testing.T) {
-		m := &model{t: t, cfg: cfg, inj: newFaultInjector(), next: cfg.first, transient: map[string]bool{},
-			slots: make([][][]*modelWrite, cfg.channels), paused: make([]bool, cfg.channels),
-			pausedFlag: make([]atomic.Bool, cfg.channels)}
-		m.inj.applyHook = m.onApply
-		m.c, m.fl = faultNewCoordinator(t, cfg.config(), m.inj)
-		for i := range cfg.channels {
-			m.chans = append(m.chans, m.c.Channel(fmt.Sprintf("c%d", i)))
-		}
+		m := newModel(t, cfg)
 		defer func() {
 			if t.Failed() {
 				t.Logf("config %+v\nsteps: %s", cfg, strings.Join(m.trace, " "))
@@ -283,9 +443,21 @@ func modelRunTotals(t *testing.T, data []byte, totals *modelTotals) int {
 			}
 		}
 		m.step = len(ops)
+		if cfg.live {
+			m.live()
+			if t.Failed() {
+				return
+			}
+			m.step++
+		}
 		m.trace = append(m.trace, "Stop")
 		stopErr := m.stop()
 		if totals != nil {
+			if cfg.live {
+				totals.live++
+				totals.liveWaits += m.liveN
+				totals.liveMax = totals.liveMax.latest(m.liveMax)
+			}
 			totals.runs++
 			totals.steps += len(ops) + 1
 			totals.writes += len(m.writes)
@@ -306,6 +478,29 @@ func modelRunTotals(t *testing.T, data []byte, totals *modelTotals) int {
 	return len(ops) + 1
 }
 
+// newModel builds the model of cfg and its coordinator, not started.
+func newModel(t *testing.T, cfg modelConfig) *model {
+	m := &model{t: t, cfg: cfg, inj: newFaultInjector(), next: cfg.first, transient: map[string]bool{},
+		slots: make([][][]*modelWrite, cfg.channels), paused: make([]bool, cfg.channels),
+		pausedFlag: make([]atomic.Bool, cfg.channels), appliedAt: map[int]modelCalls{}, gate: make(chan struct{}, 1)}
+	m.inj.applyHook = m.onApply
+	m.c, m.fl = modelNewCoordinator(t, cfg.config(), m.inj)
+	t.Cleanup(func() { m.quiesce.Store(false) }) // before the Stop of the cleanup above
+	m.fl.quiet = func(string) {
+		if m.quiesce.Load() {
+			m.gate <- struct{}{}
+			if m.quiesce.Load() {
+				synctest.Wait()
+			}
+			<-m.gate
+		}
+	}
+	for i := range cfg.channels {
+		m.chans = append(m.chans, m.c.Channel(fmt.Sprintf("c%d", i)))
+	}
+	return m
+}
+
 func (m *model) errorf(format string, args ...any) {
 	m.t.Helper()
 	m.t.Errorf("step %d (%s): %s", m.step, m.trace[len(m.trace)-1], fmt.Sprintf(format, args...))
@@ -323,10 +518,12 @@ func (m *model) onApply(w testWrite) {
 		runtime.Gosched() // widen the windows the concurrent mode looks into
 	}
 	ch := int(w.value % 8)
+	calls := m.fl.calls()
+	m.violMu.Lock()
+	defer m.violMu.Unlock()
+	m.appliedAt[int(w.value/8)] = calls
 	if m.pausedFlag[ch].Load() && !m.stopping.Load() {
-		m.violMu.Lock()
 		m.violations = append(m.violations, fmt.Sprintf("%s applied while channel c%d is paused", w.key, ch))
-		m.violMu.Unlock()
 	}
 }
 
@@ -404,6 +601,16 @@ func (m *model) do(op modelOp) {
 		}
 	case modelOpTick:
 		time.Sleep(modelInterval) // fake time: the interval flush fires
+	case modelOpAwait:
+		m.await(op.arg)
+	case modelOpAbandon:
+		if len(m.waiters) > 0 {
+			wt := m.waiters[int(op.arg)%len(m.waiters)]
+			wt.abandoned = true
+			wt.cancel()
+			// Giving up needs no flusher call: it returns now.
+			await(m.t, wt.what+" returning once abandoned", wt.done)
+		}
 	}
 }
 
@@ -619,6 +826,226 @@ func (m *model) epoch(w *modelWrite) {
 	}
 }
 
+// await starts a wait on its own goroutine. arg%3 picks the level, arg/3%3
+// the call, arg/9 the target: a recent write for a handle wait; for
+// WaitFor, an epoch from the first write's to one past the last accepted
+// write's, or (arg/9 >= 24) one far in the future, which the liveness check
+// abandons. Its context ends only when the model abandons it: a Tick sleeps
+// longer than any deadline.
+func (m *model) await(arg uint8) {
+	wt := &modelWaiter{kind: modelWaitKind(arg / 3 % 3), level: Durability(1 + arg%3)}
+	n := len(m.writes)
+	switch wt.kind {
+	case modelWaitHandle:
+		if n == 0 {
+			return
+		}
+		wt.w = m.writes[n-1-int(arg/9)%n]
+		wt.what = fmt.Sprintf("Wait(%v) of write %d", wt.level, wt.w.id)
+	case modelWaitFor:
+		if back := int(arg / 9); back >= 24 {
+			wt.epoch = m.cfg.first + 1<<30
+		} else {
+			wt.epoch = m.cfg.first + uint64(n) - uint64(back%(n+1))
+		}
+		wt.what = fmt.Sprintf("WaitFor(%v, %d)", wt.level, wt.epoch)
+	case modelWaitFlush:
+		wt.what = fmt.Sprintf("Flush(%v)", wt.level)
+	}
+	wt.what += fmt.Sprintf(" started at step %d", m.step)
+	ctx, cancel := context.WithCancel(context.Background())
+	m.t.Cleanup(cancel)
+	wt.cancel = cancel
+	m.startWait(ctx, wt)
+}
+
+// startWait runs wt on its own goroutine and adds it to the outstanding
+// waits.
+func (m *model) startWait(ctx context.Context, wt *modelWaiter) {
+	wt.done = make(chan struct{})
+	wt.start = m.fl.calls()
+	go func() {
+		defer close(wt.done)
+		switch wt.kind {
+		case modelWaitHandle:
+			if wt.w.h != nil {
+				_, wt.err = wt.w.h.Wait(ctx, wt.level)
+			} else {
+				_, wt.err = wt.w.bh.Wait(ctx, wt.level)
+			}
+		case modelWaitFor:
+			wt.err = m.c.WaitFor(ctx, wt.level, wt.epoch)
+		case modelWaitFlush:
+			wt.flushed, wt.err = m.c.Flush(ctx, wt.level)
+		}
+		wt.end = m.fl.calls()
+	}()
+	m.waiters = append(m.waiters, wt)
+}
+
+// collect checks the waits that returned and drops them from the
+// outstanding ones.
+func (m *model) collect() {
+	m.waiters = slices.DeleteFunc(m.waiters, func(wt *modelWaiter) bool {
+		select {
+		case <-wt.done:
+			m.checkWaiter(wt, false)
+			return true
+		default:
+			return false
+		}
+	})
+}
+
+// writeAt returns the accepted write applied at epoch e, if any.
+func (m *model) writeAt(e uint64) *modelWrite {
+	if e == 0 {
+		return nil
+	}
+	for _, w := range m.writes {
+		if o := m.outcome(w); o.done && o.epoch == e {
+			return w
+		}
+	}
+	return nil
+}
+
+// checkWaiter checks what a wait that returned reports (safety) and, for a
+// wait outstanding when the liveness check began (live), that it took at
+// most modelLiveBound flusher calls from the moment it could be served:
+// the latest of its start, the end of the sequence (flusher healthy,
+// channels resumed) and the apply of the epoch it waits for, to its
+// return.
+func (m *model) checkWaiter(wt *modelWaiter, live bool) {
+	err, target := wt.err, wt.epoch
+	var herr error
+	switch wt.kind {
+	case modelWaitHandle:
+		if m.outcome(wt.w).done { // else it was abandoned or failed before its write was applied
+			herr, target = m.handleErr(wt.w), m.target(wt.w)
+		}
+	case modelWaitFlush:
+		target = wt.flushed
+	}
+	what := fmt.Sprintf("%s (outstanding at the end %v)", wt.what, live)
+	switch {
+	case err == nil:
+		if wt.kind == modelWaitHandle && (!m.outcome(wt.w).done || herr != nil) {
+			m.errorf("%s = nil; want the handle's error %v", what, herr)
+		} else if got := m.c.Watermarks().Get(wt.level); got < target {
+			m.errorf("%s = nil for epoch %d, but the %v watermark is %d", what, target, wt.level, got)
+		} else if v := m.c.View(); wt.level >= Written && v.Err == nil && v.Written < target {
+			m.errorf("invariant 3: %s returned for epoch %d, but View().Written is %d", what, target, v.Written)
+		}
+	case herr != nil && err == herr:
+	case wt.abandoned && errors.Is(err, context.Canceled):
+	case errors.Is(err, ErrFailed) && m.c.Err() != nil:
+	case errors.Is(err, context.DeadlineExceeded):
+		m.errorf("%s = %v: it never returned; goroutines:\n%s", what, err, goroutineDump())
+	default:
+		m.errorf("%s = %v; want nil, the handle's error %v, the failure or (abandoned %v) its ctx's error",
+			what, err, herr, wt.abandoned)
+	}
+	if !live {
+		return
+	}
+	from := wt.start.latest(m.liveFrom)
+	if w := m.writeAt(target); w != nil {
+		m.violMu.Lock()
+		at, ok := m.appliedAt[w.id]
+		m.violMu.Unlock()
+		if ok {
+			from = from.latest(at)
+		}
+	}
+	used := wt.end.since(from)
+	m.liveN++
+	m.liveMax = m.liveMax.latest(used)
+	if b := modelLiveBound(m.cfg); used.deltas > b.deltas || used.syncs > b.syncs {
+		m.errorf("liveness: %s = %v after %v calls from when it could be served; bound %v "+
+			"(calls when it began: %v, when it could be served: %v, when it returned: %v)",
+			what, err, used, b, wt.start, from, wt.end)
+	}
+}
+
+// resolveFaults makes the flusher healthy: every fault rule that has not
+// fired yet is disarmed. A rule that fired runs its course, so the model's
+// expectations (this fault fails the coordinator, that one is retried)
+// still hold.
+func (m *model) resolveFaults() {
+	m.inj.mu.Lock()
+	defer m.inj.mu.Unlock()
+	for i := range m.inj.rules {
+		if r := &m.inj.rules[i]; r.fired == 0 {
+			r.action = faultPass
+		}
+	}
+}
+
+// live is the liveness check after the last operation of a live sequence.
+// With the flusher made healthy and every channel resumed, each wait still
+// running, and probes at every level with each call (handle, WaitFor of
+// the last accepted write's epoch, Flush), must return within
+// modelLiveBound flusher calls. WaitFor waits for epochs no accepted write
+// will reach are abandoned, and must return too. The probes have a
+// deadline context, the other waits are awaited with one: a wait that
+// never returns fails with a goroutine dump.
+func (m *model) live() {
+	m.trace = append(m.trace, "Live")
+	m.resolveFaults()
+	for ch := range m.paused {
+		if m.paused[ch] {
+			m.trace = append(m.trace, fmt.Sprintf("Resume(%d)", ch))
+			m.do(modelOp{modelOpResume, uint8(ch)})
+			if m.cfg.settle {
+				m.settle()
+			}
+			m.check()
+		}
+	}
+	m.trace = append(m.trace, "Probes")
+	// From now on, before each flusher call every other goroutine runs
+	// until it blocks: a wait that can return does so, and reads the
+	// counters, before the next call. Counts are then exact, not skewed by
+	// a woken goroutine that has not run yet.
+	m.quiesce.Store(true)
+	m.liveFrom = m.fl.calls()
+	last := m.cfg.first - 1 + uint64(len(m.writes))
+	for _, wt := range m.waiters {
+		if wt.kind == modelWaitFor && wt.epoch > last && !wt.abandoned {
+			wt.abandoned = true
+			wt.cancel()
+		}
+	}
+	// The probes. In lazy mode the Flush probes are what freezes the live
+	// delta for the Written and Durable waits.
+	ctx := deadlineCtx(m.t)
+	for level := Applied; level <= Durable; level++ {
+		if n := len(m.writes); n > 0 {
+			w := m.writes[n-1]
+			m.startWait(ctx, &modelWaiter{kind: modelWaitHandle, level: level, w: w,
+				what: fmt.Sprintf("probe Wait(%v) of write %d", level, w.id)})
+		}
+		m.startWait(ctx, &modelWaiter{kind: modelWaitFor, level: level, epoch: last,
+			what: fmt.Sprintf("probe WaitFor(%v, %d)", level, last)})
+		m.startWait(ctx, &modelWaiter{kind: modelWaitFlush, level: level, what: fmt.Sprintf("probe Flush(%v)", level)})
+	}
+	for _, wt := range m.waiters {
+		await(m.t, wt.what, wt.done)
+		m.checkWaiter(wt, true)
+	}
+	m.waiters = nil
+	// Stop quiescing; once the gate is free, no flusher call is in
+	// synctest.Wait, and settle may call it.
+	m.quiesce.Store(false)
+	m.gate <- struct{}{}
+	<-m.gate
+	if m.cfg.settle {
+		m.settle()
+	}
+	m.check()
+}
+
 func (m *model) drain(sub *modelSub) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // take what is buffered, never wait
@@ -751,6 +1178,7 @@ func (m *model) check() {
 	}
 	m.violations = nil
 	m.violMu.Unlock()
+	m.collect()
 
 	// Failure.
 	err := m.c.Err()
@@ -1080,9 +1508,11 @@ func TestModelRandom(t *testing.T) {
 		}
 	}
 	t.Logf("seeds %d..%d: %d sequences (%d settled), %d steps, %d writes accepted, %d epochs applied, "+
-		"%d with faults armed, %d ended failed, %d stopped cleanly",
+		"%d with faults armed, %d ended failed, %d stopped cleanly; liveness: %d sequences, %d waits, "+
+		"at most %d FlushDelta and %d FlushStorage calls per wait",
 		seed, seed+int64(runs)-1, totals.runs, totals.settled, totals.steps, totals.writes, totals.epochs,
-		totals.faultsArmed, totals.failed, totals.cleanStops)
+		totals.faultsArmed, totals.failed, totals.cleanStops, totals.live, totals.liveWaits,
+		totals.liveMax.deltas, totals.liveMax.syncs)
 }
 
 // modelFuzzSeeds are hand-written sequences for FuzzOperations' corpus.
@@ -1110,6 +1540,17 @@ func modelFuzzSeeds() [][]byte {
 		// Concurrent mode, lagging subscriber, FlushStorage panic.
 		modelEncode(concurrent, op(modelOpSubscribe, 0), op(modelOpWrite, 0), op(modelOpFlush, 1),
 			op(modelOpWrite, 1), op(modelOpFlush, 1), op(modelOpFault, 3<<2), op(modelOpWait, 2), op(modelOpDrain, 0)),
+		// Live: waits at every level and with every call outstanding at
+		// the end, one on a paused channel, one abandoned, one far ahead.
+		modelEncode([modelHeader]byte{64 | 8, 1, 0}, op(modelOpWrite, 0), op(modelOpWrite, 1),
+			op(modelOpAwait, 2), op(modelOpAwait, 3+1), op(modelOpAwait, 6+2), op(modelOpPause, 1),
+			op(modelOpWrite, 1), op(modelOpAwait, 0+2), op(modelOpAwait, 24*9+3+2), op(modelOpAwait, 1),
+			op(modelOpAbandon, 1), op(modelOpWriteBatch, 0x20), op(modelOpAwait, 6)),
+		// Live, concurrent and lazy: Written and Durable waits served by
+		// the liveness probes' Flush, a transient FlushDelta fault.
+		modelEncode([modelHeader]byte{64 | 2, 5, 2 | 4}, op(modelOpWrite, 0), op(modelOpAwait, 1),
+			op(modelOpFault, 6<<2), op(modelOpWrite, 1), op(modelOpAwait, 2), op(modelOpAwait, 3+2),
+			op(modelOpWriteBatch, 0x11), op(modelOpAwait, 9+2)),
 	}
 	for s := range uint64(3) {
 		rng := rand.New(rand.NewPCG(s, 1))
@@ -1185,4 +1626,180 @@ func TestModelFlushCoversWritesQueuedBehindHeld(t *testing.T) {
 			t.Errorf("Flush(Applied) = %d, but the write accepted before it got epoch %d, %v", flushed, e, err)
 		}
 	})
+}
+
+// modelLoad is a sustained-load schedule for TestModelSustainedLoad.
+type modelLoad struct {
+	name    string
+	header  [modelHeader]byte // the configuration, as in a sequence
+	writers int               // goroutines that write without waiting
+	writes  int               // writes per writer
+	clients int               // goroutines that write, then wait for Durable
+	rounds  int               // writes per client
+	// abandon starts the load with a WaitFor(Durable) of a far epoch whose
+	// context ends at once (defect 2 of issue 8).
+	abandon bool
+}
+
+// TestModelSustainedLoad runs the model's coordinator under sustained
+// load: writers keep writing while clients wait for Durable on their own
+// writes, and FlushDelta takes a little (fake) time, so that the
+// coordinator keeps the flush queue full. While a Durable waiter exists,
+// no more than modelLiveBound FlushDelta calls may run between two
+// FlushStorage calls. Every goroutine stops after a bounded number of
+// writes, so a starved sync shows up as a count, not a hang; the model's
+// end-of-run checks then run as for a sequence.
+func TestModelSustainedLoad(t *testing.T) {
+	const (
+		twoChannels = 0     // header[0]: 2 channels, concurrent, SyncOnDemand
+		syncAlways  = 4     // header[0]: SyncAlways
+		pending2    = 1 | 4 // header[1]: QueueCapacity 2, MaxPendingFlushes 2
+		pending1    = 1     // header[1]: QueueCapacity 2, MaxPendingFlushes 1
+		flushSize2  = 0     // header[2]: FlushSize 2, no retry
+	)
+	for _, ld := range []modelLoad{
+		{name: "clients", header: [modelHeader]byte{twoChannels, pending2, flushSize2},
+			writers: 2, writes: 200, clients: 16, rounds: 10},
+		{name: "clients/pending=1", header: [modelHeader]byte{twoChannels, pending1, flushSize2},
+			writers: 2, writes: 200, clients: 16, rounds: 10},
+		{name: "abandoned-demand", header: [modelHeader]byte{twoChannels, pending2, flushSize2},
+			writers: 2, writes: 200, clients: 1, rounds: 20, abandon: true},
+		// Controls, which hold today: one Durable waiter at a time, and
+		// SyncAlways, which syncs after every batch of deltas.
+		{name: "one-client", header: [modelHeader]byte{twoChannels, pending2, flushSize2},
+			writers: 2, writes: 200, clients: 1, rounds: 20},
+		{name: "clients/SyncAlways", header: [modelHeader]byte{syncAlways, pending2, flushSize2},
+			writers: 2, writes: 200, clients: 16, rounds: 10},
+	} {
+		t.Run(ld.name, func(t *testing.T) { synctest.Test(t, ld.run) })
+	}
+}
+
+func (ld modelLoad) run(t *testing.T) {
+	cfg, _ := modelDecode(ld.header[:])
+	m := newModel(t, cfg)
+	m.trace = append(m.trace, fmt.Sprintf("Load(%+v)", ld))
+	defer func() {
+		if t.Failed() {
+			t.Logf("config %+v", cfg)
+		}
+	}()
+	// FlushDelta takes a millisecond of fake time: meanwhile every other
+	// goroutine runs until it blocks, the coordinator on a full flush queue.
+	m.inj.add(faultRule{op: "FlushDelta", from: 1, action: faultSlow, delay: time.Millisecond})
+
+	// On the flusher goroutine: the FlushDelta calls since the last
+	// FlushStorage during which a Durable waiter existed, and the most.
+	var durableWaiters, run, longest atomic.Int64
+	m.fl.onCall = func(op string) {
+		switch {
+		case op == "FlushStorage" || durableWaiters.Load() == 0:
+			run.Store(0)
+		default:
+			longest.Store(max(longest.Load(), run.Add(1)))
+		}
+	}
+	m.c.Start()
+	ctx := deadlineCtx(t)
+
+	if ld.abandon {
+		actx, cancel := context.WithCancel(ctx)
+		res := faultAsync(func() error { return m.c.WaitFor(actx, Durable, cfg.first+1<<30) })
+		synctest.Wait() // it waits, its demand raised
+		cancel()
+		if err := await(t, "an abandoned WaitFor(Durable)", res); !errors.Is(err, context.Canceled) {
+			t.Fatalf("abandoned WaitFor(Durable) = %v; want context.Canceled", err)
+		}
+	}
+
+	var (
+		mu       sync.Mutex
+		accepted []*modelWrite
+		nextID   atomic.Int64
+		waitMax  atomic.Int64 // the most FlushDelta calls one Durable wait spanned
+		wg       sync.WaitGroup
+	)
+	errs := make(chan error, ld.writers+ld.clients)
+	write := func(ch int) (*modelWrite, error) {
+		id := int(nextID.Add(1) - 1)
+		mw := &modelWrite{id: id, ch: ch, wr: w(fmt.Sprintf("c%d-w%d", ch, id), uint64(id*8+ch), 1)}
+		h, err := m.chans[ch].Write(ctx, mw.wr)
+		if err != nil {
+			return nil, fmt.Errorf("Write on c%d: %w", ch, err)
+		}
+		mw.h = h
+		mu.Lock()
+		accepted = append(accepted, mw)
+		mu.Unlock()
+		return mw, nil
+	}
+	for i := range ld.writers {
+		wg.Go(func() {
+			for range ld.writes {
+				if _, err := write(i % cfg.channels); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	for i := range ld.clients {
+		wg.Go(func() {
+			for range ld.rounds {
+				mw, err := write(i % cfg.channels)
+				if err != nil {
+					errs <- err
+					return
+				}
+				// A Durable waiter exists once its write is applied: its
+				// demand is registered from then on.
+				if _, err := mw.h.Epoch(ctx); err != nil {
+					errs <- fmt.Errorf("Epoch() of write %d: %w", mw.id, err)
+					return
+				}
+				durableWaiters.Add(1)
+				start := m.fl.calls()
+				_, err = mw.h.Wait(ctx, Durable)
+				used := m.fl.calls().since(start)
+				durableWaiters.Add(-1)
+				waitMax.Store(max(waitMax.Load(), used.deltas))
+				if err != nil {
+					errs <- fmt.Errorf("Wait(Durable) of write %d: %w", mw.id, err)
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	await(t, "the load's writers and clients", done)
+	close(errs)
+	for err := range errs {
+		t.Errorf("%s: %v", ld.name, err)
+	}
+
+	calls := m.fl.calls()
+	if b := modelLiveBound(cfg); longest.Load() > b.deltas {
+		t.Errorf("liveness: while a Durable waiter existed, %d FlushDelta calls ran without a FlushStorage; "+
+			"bound %d (MaxPendingFlushes %d). The longest Durable wait spanned %d FlushDelta calls; "+
+			"in all, %d writes, %v calls",
+			longest.Load(), b.deltas, cfg.pending, waitMax.Load(), len(accepted), calls)
+	} else {
+		t.Logf("at most %d FlushDelta calls between FlushStorage calls while a Durable waiter existed "+
+			"(bound %d); the longest Durable wait spanned %d FlushDelta calls; %d writes, %v calls",
+			longest.Load(), b.deltas, waitMax.Load(), len(accepted), calls)
+	}
+
+	// The model's end-of-run checks, with the writes in epoch order once
+	// all are applied.
+	if _, err := m.c.Flush(ctx, Applied); err != nil {
+		t.Fatalf("Flush(Applied) after the load = %v", err)
+	}
+	slices.SortFunc(accepted, func(a, b *modelWrite) int { return cmp.Compare(m.outcome(a).epoch, m.outcome(b).epoch) })
+	m.writes = accepted
+	m.check()
+	m.trace = append(m.trace, "Stop")
+	if err := m.stop(); err != nil {
+		t.Errorf("Stop() = %v", err)
+	}
 }
