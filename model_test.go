@@ -1194,7 +1194,9 @@ func (m *model) check() {
 		}
 	}
 
-	// Views, read after the watermarks they must cover.
+	// Views, read after the watermarks they must cover, and after Err: the
+	// failed view is published before Err reports the failure.
+	errBefore := m.c.Err()
 	before := m.c.Watermarks()
 	v := m.c.View()
 	if err := modelViewStep(m.view, v); err != nil {
@@ -1203,8 +1205,8 @@ func (m *model) check() {
 	if v.Err == nil && v.Written < before.Written {
 		m.errorf("invariant 3: View().Written = %d < the written watermark %d read before it", v.Written, before.Written)
 	}
-	if v.Err != nil && m.c.Err() == nil {
-		m.errorf("View().Err = %v, but Err() = nil", v.Err)
+	if errBefore != nil && v.Err == nil {
+		m.errorf("invariant 6: Err() = %v, but the View() read after it has no Err", errBefore)
 	}
 	m.view = v
 
