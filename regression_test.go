@@ -29,14 +29,6 @@ import (
 // that such a test fails quickly, and far above any legitimate wait.
 const regHang = 5 * time.Second
 
-// regCtx returns a context that ends d from now (or when the test ends).
-func regCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // regAwait is await with patience d.
 func regAwait[T any](t testing.TB, d time.Duration, what string, ch <-chan T) T {
 	t.Helper()
