@@ -636,6 +636,9 @@ type Coordinator[W, R, FV, DV, S any] struct {
 // coordinator calls it with the context each Freeze returns. snapshot is the
 // storage state to start from (View.Snapshot until the first flush).
 //
+// New also calls newDelta(initial) a second time, for an empty delta that
+// is never written to: its Reader is the Current of a failed view.
+//
 // New validates cfg and returns an error describing every invalid field.
 // The coordinator does nothing until [Coordinator.Start]; writes may be
 // queued before.
