@@ -135,7 +135,7 @@ type Config struct {
 	// Channels names the input channels. Default: one channel, "default".
 	Channels []string
 	// QueueCapacity bounds each channel's queue, in slots (a write or a
-	// batch), from acceptance until the slot is applied. Default 10,000.
+	// batch), from acceptance until the slot is applied. Default 20,000.
 	QueueCapacity int
 	// FlushInterval freezes the live delta when this long passed since
 	// the last freeze (or Start). Default 10s.
@@ -186,7 +186,7 @@ type Config struct {
 
 const (
 	defaultChannel     = "default"
-	defaultQueueCap    = 10_000
+	defaultQueueCap    = 20_000
 	defaultInterval    = 10 * time.Second
 	defaultFlushSize   = 64 << 20
 	defaultPending     = 2
@@ -623,7 +623,7 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	next       uint64 // the next epoch to assign
 	deltaStart uint64 // the first epoch of the live delta
 	timer      *time.Timer
-	readyBuf   []*queue[W, R] // the ready list's spare buffer
+	active     []*queue[W, R] // listed channels taken from the ready list
 	flushReqs  []flushReq     // handleFlush's buffer
 	lastSize   int            // the live delta's EstimateSize after the last apply
 	liveBytes  int64          // byte budget held by writes applied to the live delta
@@ -909,7 +909,7 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 			Name:             q.name,
 			Depth:            int(q.depth.Load()),
 			Paused:           q.isPaused(),
-			Accepted:         q.accepted.Load(),
+			Accepted:         q.acceptedSlots(),
 			RejectedFull:     q.rejectedFull.Load(),
 			RejectedBudget:   q.rejectedBudget.Load(),
 			Applied:          q.applied.Load(),
@@ -1031,7 +1031,7 @@ func (c *Coordinator[W, R, FV, DV, S]) loop() {
 // hasWork reports whether an unpaused channel has writes or a waiter's
 // demand can be served now.
 func (c *Coordinator[W, R, FV, DV, S]) hasWork() bool {
-	return c.ready.n.Load() > 0 || c.demandReady() || c.p.isFailed()
+	return !c.ready.empty() || c.activeWork() || c.demandReady() || c.p.isFailed()
 }
 
 // demandReady reports whether the live delta should be frozen for a waiter
@@ -1058,26 +1058,63 @@ func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
 	}
 }
 
-// round gives every ready channel one turn, in the order they became
-// ready; a channel with writes left after its turn goes to the back.
+// round gives every active channel one turn, in the order they became
+// ready. Channels stay active while they have writes, and for a few rounds
+// after (so that a channel its writers keep refilling is not listed and
+// delisted on every turn); then they leave the list, and their next write
+// lists them again. The cost of a round follows the channels that had work
+// lately, not the configured ones.
 func (c *Coordinator[W, R, FV, DV, S]) round() bool {
-	if c.ready.n.Load() == 0 {
-		return false
+	if !c.ready.empty() {
+		c.active = c.ready.take(c.active)
 	}
-	qs := c.ready.take(c.readyBuf)
 	worked := false
-	for _, q := range qs {
-		q.listed.Store(false)
-		if c.turn(q, false, maxWritesPerTurn) > 0 {
+	kept := c.active[:0]
+	for _, q := range c.active {
+		switch {
+		case c.turn(q, false, maxWritesPerTurn) > 0:
 			worked = true
+			q.idleRounds = 0
+		case q.pausedFlag.Load():
+			q.idleRounds = idleRoundsToDelist // paused: delist now
+		case q.depth.Load() == 0:
+			q.idleRounds++
 		}
+		if q.idleRounds >= idleRoundsToDelist && !c.delist(q) {
+			continue
+		}
+		kept = append(kept, q)
+	}
+	clear(c.active[len(kept):])
+	c.active = kept
+	return worked
+}
+
+// idleRoundsToDelist is how many rounds in a row a channel is found without
+// writes before it leaves the active list.
+const idleRoundsToDelist = 3
+
+// delist takes q off the ready list, unless writes arrived meanwhile; it
+// reports whether q stays listed. Writers list a channel when they find
+// it unlisted, so clearing the mark before looking at depth leaves no
+// write behind.
+func (c *Coordinator[W, R, FV, DV, S]) delist(q *queue[W, R]) bool {
+	q.listed.Store(false)
+	q.idleRounds = 0
+	if q.depth.Load() > 0 && !q.pausedFlag.Load() && q.listed.CompareAndSwap(false, true) {
+		return true
+	}
+	return false
+}
+
+// activeWork reports whether an active channel has writes to apply.
+func (c *Coordinator[W, R, FV, DV, S]) activeWork() bool {
+	for _, q := range c.active {
 		if q.depth.Load() > 0 && !q.pausedFlag.Load() {
-			c.ready.add(q)
+			return true
 		}
 	}
-	clear(qs)
-	c.readyBuf = qs[:0]
-	return worked
+	return false
 }
 
 // drain applies every slot accepted before it began on the unpaused
@@ -1087,12 +1124,15 @@ func (c *Coordinator[W, R, FV, DV, S]) round() bool {
 func (c *Coordinator[W, R, FV, DV, S]) drain(ignorePause bool) {
 	qs := c.queues
 	if !ignorePause {
-		// Only ready channels have unpaused writes; the others are idle
+		// Only listed channels have unpaused writes; the others are idle
 		// or paused.
-		qs = c.ready.snapshot()
+		if !c.ready.empty() {
+			c.active = c.ready.take(c.active)
+		}
+		qs = c.active
 	}
 	for _, q := range qs {
-		want := q.accepted.Load()
+		want := q.acceptedSlots()
 		for q.slotsApplied < want && c.turn(q, ignorePause, 0) > 0 {
 		}
 	}
@@ -1239,7 +1279,7 @@ func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
 	// not keep them (and their handles) alive beyond the byte budget.
 	clear(ops)
 	q.slotsApplied += uint64(n)
-	q.releaseSlots(int64(n))
+	q.releaseSlots()
 	q.applied.Add(uint64(writes))
 	if c.rejected > 0 {
 		q.applyErrors.Add(uint64(c.rejected))

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -53,6 +54,12 @@ type queue[W, R any] struct {
 	budget   *budget          // nil without Config.MaxBytes
 	ready    *readyList[W, R] // the coordinator's list of channels with work
 
+	// The fields are grouped by who writes them, each group on cache lines
+	// of its own, so that writers and the coordinator do not invalidate
+	// each other's lines more than the hand-off needs.
+	_ cacheLinePad
+
+	// Written by writers.
 	mu        sync.Mutex
 	items     []op[W, R]  // protected by mu: accepted, not yet taken
 	spare     []op[W, R]  // protected by mu: recycled buffer for items
@@ -60,38 +67,76 @@ type queue[W, R any] struct {
 	paused    bool        // protected by mu
 	blocked   waitList    // protected by mu: writers waiting for a slot, FIFO
 	cache     waiterCache // protected by mu
-
-	// slots counts slots accepted and not yet applied, plus slots granted
-	// to blocked writers that have not appended yet; at most capacity.
-	// Raised under mu; lowered by releaseSlots without it.
-	slots atomic.Int64
+	// Slots in use are accepted + granted - appliedSlots: slots accepted
+	// and not yet applied, plus slots granted to blocked writers that have
+	// not appended yet; at most capacity. Writers pay no atomic operation
+	// for this; the coordinator publishes appliedSlots once per turn.
+	accepted uint64 // protected by mu: slots accepted
+	granted  uint64 // protected by mu
+	// appliedSeen is the last appliedSlots a writer read (protected by
+	// mu). It only lags, so it overstates the slots in use: the fast path
+	// trusts it while it shows room, and reads appliedSlots otherwise.
+	appliedSeen uint64
 	// nblocked counts listed writers. A writer raises it (under mu) before
-	// reading slots; releaseSlots lowers slots before reading it: one of
-	// the two always sees the other.
+	// reading appliedSlots; releaseSlots stores appliedSlots before reading
+	// it: one of the two always sees the other.
 	nblocked atomic.Int32
 
-	pausedFlag atomic.Bool // paused, readable without mu
-	listed     atomic.Bool // the queue is on the ready list
+	_ cacheLinePad
 
+	// Published by the coordinator (and Pause) for writers.
+	appliedSlots atomic.Uint64 // slotsApplied, for writers
+	pausedFlag   atomic.Bool   // paused, readable without mu
+	listed       atomic.Bool   // the queue is on the ready list
 	// depth counts writes accepted and not yet applied (queued + held).
 	depth atomic.Int64
 
+	_ cacheLinePad
+
+	// Owned by the coordinator goroutine.
+	//
 	// applyMu is held by the coordinator goroutine while it applies writes
 	// of this queue; Pause takes it so that after Pause returns nothing more
 	// of this queue is applied.
 	applyMu sync.Mutex
-
 	// held are slots taken from items and not yet applied, from position
-	// heldPos on. Owned by the coordinator goroutine.
+	// heldPos on.
 	held    []op[W, R]
 	heldPos int
-	// slotsApplied counts slots applied (or failed while applying); owned
-	// by the coordinator goroutine. Compared with accepted by drain.
+	// slotsApplied counts slots applied (or failed while applying).
+	// Compared with accepted by drain.
 	slotsApplied uint64
+	nextReady    *queue[W, R] // link in the ready list; see readyList
+	idleRounds   int          // rounds in a row found without writes; see round
 
 	// Counters for Stats.
-	accepted, rejectedFull, rejectedBudget, rejectedCanceled, rejectedClosed atomic.Uint64
-	applied, applyErrors                                                     atomic.Uint64
+	applied, applyErrors                                           atomic.Uint64
+	rejectedFull, rejectedBudget, rejectedCanceled, rejectedClosed atomic.Uint64
+}
+
+// cacheLinePad separates groups of fields written by different goroutines.
+type cacheLinePad [64]byte
+
+// usedLocked returns the slots in use, reading the coordinator's progress.
+func (q *queue[W, R]) usedLocked() int64 {
+	q.appliedSeen = q.appliedSlots.Load()
+	return int64(q.accepted + q.granted - q.appliedSeen)
+}
+
+// roomLocked reports whether a new writer may take a slot now: nobody is
+// waiting before it and a slot is free.
+func (q *queue[W, R]) roomLocked() bool {
+	if q.nblocked.Load() > 0 {
+		return false
+	}
+	return int64(q.accepted+q.granted-q.appliedSeen) < q.capacity || q.usedLocked() < q.capacity
+}
+
+// acceptedSlots returns the number of slots accepted so far.
+func (q *queue[W, R]) acceptedSlots() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.accepted
 }
 
 // refusedLocked returns the error for a write that cannot be accepted
@@ -117,7 +162,7 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 		q.rejectedClosed.Add(1)
 		return err
 	}
-	if q.nblocked.Load() > 0 || q.slots.Load() >= q.capacity {
+	if !q.roomLocked() {
 		if !block {
 			q.mu.Unlock()
 			q.rejectedFull.Add(1)
@@ -126,29 +171,36 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 		if err := q.awaitSlot(ctx); err != nil {
 			return err // mu released
 		}
+		// A slot was granted: it is ours until we append or give it back.
+		q.granted--
 		if err := q.refusedLocked(); err != nil {
+			q.grantLocked()
 			q.mu.Unlock()
-			q.releaseSlots(1)
 			q.rejectedClosed.Add(1)
 			return err
 		}
-	} else {
-		q.slots.Add(1)
 	}
-	// A slot is ours; mu is held.
+	// There is room; mu is held.
 	if q.budget != nil && !q.budget.tryAcquire(o.bytes) {
-		q.mu.Unlock()
 		if !block {
+			q.mu.Unlock()
 			q.p.wakeCoordinator() // it frees bytes by freezing the live delta
-			q.releaseSlots(1)
 			q.rejectedBudget.Add(1)
 			return fmt.Errorf("channel %q: byte budget exhausted: %w", q.name, ErrBackpressure)
 		}
-		if !q.budget.acquire(ctx, o.bytes, q) {
-			q.releaseSlots(1)
-			q.mu.Lock()
-			err := q.refusedLocked()
+		// Hold the slot while waiting for bytes.
+		q.granted++
+		q.mu.Unlock()
+		ok := q.budget.acquire(ctx, o.bytes, q)
+		q.mu.Lock()
+		q.granted--
+		err := q.refusedLocked()
+		if !ok || err != nil {
+			q.grantLocked()
 			q.mu.Unlock()
+			if ok {
+				q.budget.release(o.bytes)
+			}
 			if err != nil {
 				q.rejectedClosed.Add(1)
 				return err
@@ -156,23 +208,18 @@ func (q *queue[W, R]) push(ctx context.Context, o op[W, R], block bool) error {
 			q.rejectedCanceled.Add(1)
 			return fmt.Errorf("channel %q: waiting for byte budget: %w", q.name, ctx.Err())
 		}
-		q.mu.Lock()
-		if err := q.refusedLocked(); err != nil {
-			q.mu.Unlock()
-			q.budget.release(o.bytes)
-			q.releaseSlots(1)
-			q.rejectedClosed.Add(1)
-			return err
-		}
 	}
 	q.items = append(q.items, o)
 	q.depth.Add(int64(o.writes()))
-	q.accepted.Add(1) // under mu: a drain that reads it finds the slot queued
-	list := !q.paused
-	q.mu.Unlock()
-	if list {
+	q.accepted++ // under mu: a drain that reads it finds the slot queued
+	if len(q.items) == 1 && !q.paused {
+		// The first write since the coordinator took the queue lists it
+		// (later ones find it listed, or about to be taken). Under mu, so
+		// that a channel with writes is always listed by the time the
+		// coordinator can see them: it never sleeps on work.
 		q.ready.add(q)
 	}
+	q.mu.Unlock()
 	q.p.wakeCoordinator()
 	return nil
 }
@@ -212,22 +259,20 @@ func (q *queue[W, R]) awaitSlot(ctx context.Context) error {
 // grantLocked admits blocked writers from the front while there are free
 // slots.
 func (q *queue[W, R]) grantLocked() {
-	for w := q.blocked.head; w != nil && q.slots.Load() < q.capacity; w = q.blocked.head {
+	for w := q.blocked.head; w != nil && q.usedLocked() < q.capacity; w = q.blocked.head {
 		q.blocked.remove(w)
 		q.nblocked.Add(-1)
-		q.slots.Add(1)
+		q.granted++
 		w.granted = true
 		w.wake()
 	}
 }
 
-// releaseSlots frees n slots (applied, or given back by a writer that did
-// not append) and admits as many blocked writers.
-func (q *queue[W, R]) releaseSlots(n int64) {
-	if n == 0 {
-		return
-	}
-	q.slots.Add(-n)
+// releaseSlots publishes the slots the coordinator applied so far, and
+// admits as many blocked writers as they make room for. Called by the
+// coordinator goroutine after each turn.
+func (q *queue[W, R]) releaseSlots() {
+	q.appliedSlots.Store(q.slotsApplied)
 	if q.nblocked.Load() > 0 {
 		q.mu.Lock()
 		q.grantLocked()
@@ -331,41 +376,42 @@ func (q *queue[W, R]) setPaused(paused bool) {
 
 func (q *queue[W, R]) isPaused() bool { return q.pausedFlag.Load() }
 
-// readyList is the FIFO of channels that have writes to apply. A channel
-// is on it at most once (queue.listed); writers add it, the coordinator
-// takes the whole list each round and puts back the channels it did not
-// empty.
+// readyList is where writers list a channel that got writes while
+// unlisted (queue.listed), in the order they got them; the coordinator moves
+// them to its active list (see Coordinator.round), where they stay listed.
+// Writers push onto a lock-free stack; the coordinator takes the whole
+// stack at once (so there is no ABA) and reverses it into arrival order.
 type readyList[W, R any] struct {
-	n  atomic.Int32 // len(qs), readable without mu
-	mu sync.Mutex
-	qs []*queue[W, R] // protected by mu
+	head atomic.Pointer[queue[W, R]]
 }
 
 func (r *readyList[W, R]) add(q *queue[W, R]) {
 	if q.listed.Load() || !q.listed.CompareAndSwap(false, true) {
 		return
 	}
-	r.mu.Lock()
-	r.qs = append(r.qs, q)
-	r.n.Store(int32(len(r.qs)))
-	r.mu.Unlock()
+	for {
+		h := r.head.Load()
+		q.nextReady = h // only the lister writes it; take reads it after the swap
+		if r.head.CompareAndSwap(h, q) {
+			return
+		}
+	}
 }
 
-// take returns the listed channels and leaves buf (emptied) in their place.
+func (r *readyList[W, R]) empty() bool { return r.head.Load() == nil }
+
+// take empties the list and appends its channels to buf, oldest first. The
+// channels stay marked listed.
 func (r *readyList[W, R]) take(buf []*queue[W, R]) []*queue[W, R] {
-	r.mu.Lock()
-	qs := r.qs
-	r.qs = buf[:0]
-	r.n.Store(0)
-	r.mu.Unlock()
-	return qs
-}
-
-// snapshot returns a copy of the list.
-func (r *readyList[W, R]) snapshot() []*queue[W, R] {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*queue[W, R](nil), r.qs...)
+	start := len(buf)
+	for q := r.head.Swap(nil); q != nil; {
+		next := q.nextReady
+		q.nextReady = nil
+		buf = append(buf, q)
+		q = next
+	}
+	slices.Reverse(buf[start:])
+	return buf
 }
 
 // Channel is a named input queue of a [Coordinator], obtained with

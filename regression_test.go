@@ -463,10 +463,11 @@ func TestRegressionIdleChannelsAreNotVisited(t *testing.T) {
 		require.NoError(t, err)
 		_, err = h.Wait(ctx, Applied)
 		require.NoError(t, err)
-		require.LessOrEqual(t, int(c.ready.n.Load()), 1, "channels on the ready list after round trip %d", i)
-	}
-	for _, q := range c.queues {
-		require.False(t, q.listed.Load() && q.name != "c5000", "idle channel %s is on the ready list", q.name)
+		for _, q := range c.queues {
+			if q.listed.Load() && q.name != "c5000" {
+				t.Fatalf("idle channel %s is on the ready list after round trip %d", q.name, i)
+			}
+		}
 	}
 	require.NoError(t, c.Stop(ctx))
 }
