@@ -426,15 +426,17 @@ type Channel[W, R any] struct {
 	sizeOf func(W) int64 // set only with Config.MaxBytes
 }
 
-func (ch *Channel[W, R]) op(w W, h *WriteHandle[R]) (op[W, R], error) {
-	o := op[W, R]{write: w, h: h}
-	if ch.sizeOf != nil {
-		o.bytes = ch.sizeOf(w)
-		if o.bytes < 0 {
-			return o, ch.sizeError(o.bytes)
-		}
+// size returns w's size for the byte budget (0 without one), or an error
+// if it is negative.
+func (ch *Channel[W, R]) size(w W) (int64, error) {
+	if ch.sizeOf == nil {
+		return 0, nil
 	}
-	return o, nil
+	n := ch.sizeOf(w)
+	if n < 0 {
+		return n, ch.sizeError(n)
+	}
+	return n, nil
 }
 
 func (ch *Channel[W, R]) sizeError(n int64) error {
@@ -451,12 +453,12 @@ func (ch *Channel[W, R]) Name() string { return ch.q.name }
 // fails with an error wrapping the failure ("write not accepted"). With
 // [Config.MaxBytes], a negative Size fails with [ErrInvalidSize].
 func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
-	h := &WriteHandle[R]{p: ch.q.p}
-	o, err := ch.op(w, h)
+	n, err := ch.size(w)
 	if err != nil {
 		return nil, err
 	}
-	if err := ch.q.push(context.Background(), o, false); err != nil {
+	h := &WriteHandle[R]{p: ch.q.p}
+	if err := ch.q.push(context.Background(), op[W, R]{write: w, h: h, bytes: n}, false); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -469,12 +471,12 @@ func (ch *Channel[W, R]) TryWrite(w W) (*WriteHandle[R], error) {
 // ctx is done first; w was then not queued. Use [context.WithTimeout] for
 // a bounded wait. Errors are as for [Channel.TryWrite].
 func (ch *Channel[W, R]) Write(ctx context.Context, w W) (*WriteHandle[R], error) {
-	h := &WriteHandle[R]{p: ch.q.p}
-	o, err := ch.op(w, h)
+	n, err := ch.size(w)
 	if err != nil {
 		return nil, err
 	}
-	if err := ch.q.push(ctx, o, true); err != nil {
+	h := &WriteHandle[R]{p: ch.q.p}
+	if err := ch.q.push(ctx, op[W, R]{write: w, h: h, bytes: n}, true); err != nil {
 		return nil, err
 	}
 	return h, nil
