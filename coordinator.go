@@ -1092,7 +1092,7 @@ func (c *Coordinator[W, R, FV, DV, S]) round() bool {
 
 // idleRoundsToDelist is how many rounds in a row a channel is found without
 // writes before it leaves the active list.
-const idleRoundsToDelist = 3
+const idleRoundsToDelist = 16
 
 // delist takes q off the ready list, unless writes arrived meanwhile; it
 // reports whether q stays listed. Writers list a channel when they find

@@ -48,25 +48,9 @@ func (o *op[W, R]) fail(err error) {
 // find it full wait in FIFO order; each batch of slots applied admits that
 // many of them, from the front.
 type queue[W, R any] struct {
-	name     string
-	capacity int64
-	p        *pipeline
-	budget   *budget          // nil without Config.MaxBytes
-	ready    *readyList[W, R] // the coordinator's list of channels with work
-
-	// The fields are grouped by who writes them, each group on cache lines
-	// of its own, so that writers and the coordinator do not invalidate
-	// each other's lines more than the hand-off needs.
-	_ cacheLinePad
-
-	// Written by writers.
-	mu        sync.Mutex
-	items     []op[W, R]  // protected by mu: accepted, not yet taken
-	spare     []op[W, R]  // protected by mu: recycled buffer for items
-	closedErr error       // protected by mu: non-nil once no more writes are accepted
-	paused    bool        // protected by mu
-	blocked   waitList    // protected by mu: writers waiting for a slot, FIFO
-	cache     waiterCache // protected by mu
+	// What a writer touches on every write comes first, packed into as few
+	// cache lines as possible: each write moves them to its core.
+	mu sync.Mutex
 	// Slots in use are accepted + granted - appliedSlots: slots accepted
 	// and not yet applied, plus slots granted to blocked writers that have
 	// not appended yet; at most capacity. Writers pay no atomic operation
@@ -77,21 +61,37 @@ type queue[W, R any] struct {
 	// mu). It only lags, so it overstates the slots in use: the fast path
 	// trusts it while it shows room, and reads appliedSlots otherwise.
 	appliedSeen uint64
+	items       []op[W, R] // protected by mu: accepted, not yet taken
+	capacity    int64
+	paused      bool // protected by mu
 	// nblocked counts listed writers. A writer raises it (under mu) before
 	// reading appliedSlots; releaseSlots stores appliedSlots before reading
 	// it: one of the two always sees the other.
 	nblocked atomic.Int32
-
-	_ cacheLinePad
-
-	// Published by the coordinator (and Pause) for writers.
-	appliedSlots atomic.Uint64 // slotsApplied, for writers
-	pausedFlag   atomic.Bool   // paused, readable without mu
-	listed       atomic.Bool   // the queue is on the ready list
 	// depth counts writes accepted and not yet applied (queued + held).
 	depth atomic.Int64
+	// listed is set while the queue is on the ready list. It changes only
+	// when a channel becomes busy or goes idle, so it sits with what
+	// writers read, away from what the coordinator writes every turn.
+	listed atomic.Bool
+	p      *pipeline
+	ready  *readyList[W, R] // the coordinator's list of channels with work
 
-	_ cacheLinePad
+	name      string
+	budget    *budget     // nil without Config.MaxBytes
+	spare     []op[W, R]  // protected by mu: recycled buffer for items
+	closedErr error       // protected by mu: non-nil once no more writes are accepted
+	blocked   waitList    // protected by mu: writers waiting for a slot, FIFO
+	cache     waiterCache // protected by mu
+
+	pausedFlag atomic.Bool // paused, readable without mu
+
+	// appliedSlots mirrors slotsApplied for writers. The coordinator
+	// stores it every turn; writers read it only when the queue looks
+	// full, so it has a cache line of its own.
+	_            [64]byte
+	appliedSlots atomic.Uint64
+	_            [56]byte
 
 	// Owned by the coordinator goroutine.
 	//
@@ -113,9 +113,6 @@ type queue[W, R any] struct {
 	applied, applyErrors                                           atomic.Uint64
 	rejectedFull, rejectedBudget, rejectedCanceled, rejectedClosed atomic.Uint64
 }
-
-// cacheLinePad separates groups of fields written by different goroutines.
-type cacheLinePad [64]byte
 
 // usedLocked returns the slots in use, reading the coordinator's progress.
 func (q *queue[W, R]) usedLocked() int64 {
