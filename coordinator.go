@@ -27,9 +27,10 @@
 //     block writers; views are published copy-on-write.
 //   - [Coordinator.Stop] applies, flushes and syncs everything accepted, and
 //     returns the first error; its context bounds only the wait.
-//     [Coordinator.Abort] gives up on the flusher instead. Once the flusher fails for good, or user code
-//     panics, the coordinator is failed: every affected waiter and every
-//     later call gets an error wrapping the cause (see [FlushError]).
+//     [Coordinator.Abort] gives up on the flusher instead.
+//   - Once the flusher fails for good, or user code panics, the
+//     coordinator is failed: every affected waiter and every later call
+//     gets an error wrapping the cause (see [FlushError]).
 //
 // Every blocking call takes a [context.Context] and returns its error,
 // wrapped, when it is done.
