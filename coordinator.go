@@ -963,22 +963,28 @@ func (c *Coordinator[W, R, FV, DV, S]) guard(op string, f func() error) (err err
 
 // run is the coordinator goroutine.
 func (c *Coordinator[W, R, FV, DV, S]) run() {
+	c.supervise("coordinator goroutine", c.runDone, c.loop, c.failedLoop)
+}
+
+// supervise runs body on the calling goroutine, then closes done. If user
+// code ends the goroutine with runtime.Goexit, which cannot be stopped, the
+// coordinator fails (the failure is recorded where it happened, or here if
+// it came from elsewhere) and takeover serves the failed state on a new
+// goroutine before done is closed.
+func (c *Coordinator[W, R, FV, DV, S]) supervise(name string, done chan struct{}, body, takeover func()) {
 	returned := false
 	defer func() {
 		if !returned {
-			// runtime.Goexit in user code ended this goroutine. Its
-			// failure is recorded where it happened (or here, if it came
-			// from elsewhere); a new goroutine serves the failed state.
-			c.fail(goexitError("coordinator goroutine"))
+			c.fail(goexitError(name))
 			go func() {
-				c.failedLoop()
-				close(c.runDone)
+				takeover()
+				close(done)
 			}()
 		}
 	}()
-	c.loop()
+	body()
 	returned = true
-	close(c.runDone)
+	close(done)
 }
 
 func (c *Coordinator[W, R, FV, DV, S]) loop() {
@@ -1443,20 +1449,7 @@ func (c *Coordinator[W, R, FV, DV, S]) failedLoop() {
 
 // runFlusher is the flusher goroutine.
 func (c *Coordinator[W, R, FV, DV, S]) runFlusher() {
-	returned := false
-	defer func() {
-		if !returned {
-			// runtime.Goexit in user code: see run.
-			c.fail(goexitError("flusher goroutine"))
-			go func() {
-				c.discardFlushes()
-				close(c.flushDone)
-			}()
-		}
-	}()
-	c.flushLoop()
-	returned = true
-	close(c.flushDone)
+	c.supervise("flusher goroutine", c.flushDone, c.flushLoop, c.discardFlushes)
 }
 
 // discardFlushes takes the frozen deltas of a failed coordinator until the

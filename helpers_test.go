@@ -302,13 +302,19 @@ func goroutineDump() string {
 // naming what did not happen within testDeadline.
 func await[T any](t testing.TB, what string, ch <-chan T) T {
 	t.Helper()
-	timer := time.NewTimer(testDeadline)
+	return awaitFor(t, testDeadline, what, ch)
+}
+
+// awaitFor is await with deadline d.
+func awaitFor[T any](t testing.TB, d time.Duration, what string, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case v := <-ch:
 		return v
 	case <-timer.C:
-		t.Fatalf("%s did not happen within %v; goroutines:\n%s", what, testDeadline, goroutineDump())
+		t.Fatalf("%s did not happen within %v; goroutines:\n%s", what, d, goroutineDump())
 		panic("unreachable")
 	}
 }
@@ -317,12 +323,18 @@ func await[T any](t testing.TB, what string, ch <-chan T) T {
 // does not return within testDeadline; what names the call.
 func within(t testing.TB, what string, f func()) {
 	t.Helper()
+	withinFor(t, testDeadline, what, f)
+}
+
+// withinFor is within with deadline d.
+func withinFor(t testing.TB, d time.Duration, what string, f func()) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		f()
 	}()
-	await(t, what, done)
+	awaitFor(t, d, what, done)
 }
 
 // failIfHung is deferred with a context from deadlineCtx: if the test body

@@ -29,31 +29,6 @@ import (
 // that such a test fails quickly, and far above any legitimate wait.
 const regHang = 5 * time.Second
 
-// regAwait is await with patience d.
-func regAwait[T any](t testing.TB, d time.Duration, what string, ch <-chan T) T {
-	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("%s did not happen within %v; goroutines:\n%s", what, d, goroutineDump())
-		panic("unreachable")
-	}
-}
-
-// regWithin is within with patience d.
-func regWithin(t testing.TB, d time.Duration, what string, f func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	regAwait(t, d, what, done)
-}
-
 // regGo runs f on a new goroutine; the channel receives its result.
 func regGo(f func() error) <-chan error {
 	ch := make(chan error, 1)
@@ -660,7 +635,7 @@ func TestRegressionGoexitInUserCode(t *testing.T) {
 				return err
 			})
 			for what, ch := range waits {
-				err := regAwait(t, regHang, what+" after Goexit in "+op, ch)
+				err := awaitFor(t, regHang, what+" after Goexit in "+op, ch)
 				require.ErrorIs(t, err, ErrFailed, what)
 			}
 
@@ -672,12 +647,12 @@ func TestRegressionGoexitInUserCode(t *testing.T) {
 			require.ErrorIs(t, err, ErrFailed)
 
 			flushed := regGo(func() error { _, err := c.Flush(ctx, Durable); return err })
-			require.ErrorIs(t, regAwait(t, regHang, "Flush(Durable) after Goexit in "+op, flushed), ErrFailed)
+			require.ErrorIs(t, awaitFor(t, regHang, "Flush(Durable) after Goexit in "+op, flushed), ErrFailed)
 
-			regWithin(t, regHang, "Pause after Goexit in "+op, func() { c.Channel("main").Pause() })
+			withinFor(t, regHang, "Pause after Goexit in "+op, func() { c.Channel("main").Pause() })
 
 			var stopErr error
-			regWithin(t, regHang, "Stop after Goexit in "+op, func() { stopErr = c.Stop(ctx) })
+			withinFor(t, regHang, "Stop after Goexit in "+op, func() { stopErr = c.Stop(ctx) })
 			require.ErrorIs(t, stopErr, ErrGoexit, "Stop")
 			require.ErrorAs(t, stopErr, &pe, "Stop")
 			goleak.VerifyNone(t, ignore)
@@ -939,7 +914,7 @@ func TestRegressionAbortCancelsFlusher(t *testing.T) {
 			require.NoError(t, fctx.Err(), "the flusher's context before Abort")
 
 			c.Abort()
-			require.ErrorIs(t, regAwait(t, regHang, "the blocked FlushDelta returning after Abort", left), context.Canceled)
+			require.ErrorIs(t, awaitFor(t, regHang, "the blocked FlushDelta returning after Abort", left), context.Canceled)
 			if waited != nil {
 				require.ErrorIs(t, await(t, "Wait(Written) after Abort", waited), ErrFailed)
 			}
