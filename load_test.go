@@ -410,7 +410,7 @@ func TestLoadLiveness(t *testing.T) {
 		wg.Wait()
 		close(done)
 	}()
-	await(t, "the load's goroutines to stop", done)
+	awaitFor(t, budget+testDeadline, "the load's goroutines to stop", done)
 
 	stopCtx, cancel := deadline()
 	defer cancel()
