@@ -145,9 +145,10 @@ func regWork(n int) {
 // are frozen by size every 8 writes, MaxPendingFlushes is 2, FlushDelta does
 // a little work), and every 16th write gets a goroutine that waits for it to
 // be Durable. For each such wait the test counts the FlushDelta calls made
-// from the moment the write was applied until the first FlushStorage that
-// covers it (recorded by the flusher itself, so that the waiter's own
-// wake-up latency does not count). The load is finite so that a starving
+// from the moment the wait was listed on the durable watermark until the
+// first FlushStorage that covers it (both recorded inside the coordinator
+// and the flusher, so that neither the waiter goroutine's start nor its
+// wake-up latency counts). The load is finite so that a starving
 // coordinator fails the bound instead of hanging.
 func TestRegressionDurableWaitBoundedUnderLoad(t *testing.T) {
 	const (
@@ -155,7 +156,7 @@ func TestRegressionDurableWaitBoundedUnderLoad(t *testing.T) {
 		perWriter = 5_000
 		every     = 16
 		pending   = 2
-		bound     = 2*(pending+1) + 2
+		bound     = 2 * (pending + 1)
 	)
 	ctx := deadlineCtx(t)
 	defer failIfHung(t, ctx)
@@ -186,12 +187,20 @@ func TestRegressionDurableWaitBoundedUnderLoad(t *testing.T) {
 	cfg.FlushSize = 8
 	cfg.MaxPendingFlushes = pending
 	c := regNew(t, cfg, f)
+	// Note, per measured epoch, the FlushDelta calls made when its wait
+	// was listed. A measured waiter stores -1 for its epoch first.
+	var listedAt sync.Map
+	parked := c.p.marks.durable.parked
+	c.p.marks.durable.parked = func(e uint64) {
+		listedAt.CompareAndSwap(e, int64(-1), f.deltaCalls.Load())
+		parked(e)
+	}
 	c.Start()
 	ch := c.Channel("default")
 
 	type waitRecord struct {
 		epoch uint64
-		start int64 // FlushDelta calls made when the write was applied
+		start int64 // FlushDelta calls made when the wait was listed; -1 if it never was
 		err   error
 	}
 	records := make(chan waitRecord, writers*(perWriter/every+1))
@@ -213,9 +222,10 @@ func TestRegressionDurableWaitBoundedUnderLoad(t *testing.T) {
 						records <- waitRecord{err: fmt.Errorf("Epoch: %w", err)}
 						return
 					}
-					start := f.deltaCalls.Load()
+					listedAt.Store(e, int64(-1))
 					_, err = h.Wait(ctx, Durable)
-					records <- waitRecord{epoch: e, start: start, err: err}
+					start, _ := listedAt.LoadAndDelete(e)
+					records <- waitRecord{epoch: e, start: start.(int64), err: err}
 				})
 			}
 		})
@@ -229,6 +239,9 @@ func TestRegressionDurableWaitBoundedUnderLoad(t *testing.T) {
 	for r := range records {
 		require.NoError(t, r.err)
 		waits++
+		if r.start < 0 {
+			continue // durable before its wait was listed
+		}
 		i := slices.IndexFunc(marks, func(m syncMark) bool { return m.written >= r.epoch })
 		require.GreaterOrEqual(t, i, 0, "no FlushStorage covered epoch %d, yet its Durable wait returned", r.epoch)
 		if n := marks[i].deltas - r.start; n > worst {
