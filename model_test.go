@@ -1639,7 +1639,7 @@ type modelLoad struct {
 	clients int               // goroutines that write, then wait for Durable
 	rounds  int               // writes per client
 	// abandon starts the load with a WaitFor(Durable) of a far epoch whose
-	// context ends at once (defect 2 of issue 8).
+	// context ends at once: an abandoned wait must not keep demand raised.
 	abandon bool
 }
 
