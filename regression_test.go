@@ -931,10 +931,12 @@ func TestRegressionAbortCancelsFlusher(t *testing.T) {
 			if waited != nil {
 				require.ErrorIs(t, await(t, "Wait(Written) after Abort", waited), ErrFailed)
 			}
-			require.ErrorIs(t, c.Err(), ErrFailed, "Err() after Abort")
+			// The flusher call has returned; the coordinator fails right
+			// after it, and Stop waits for that.
 			stopErr := c.Stop(ctx)
 			require.ErrorIs(t, stopErr, ErrFailed, "Stop after Abort")
 			require.ErrorIs(t, stopErr, context.Canceled, "Stop after Abort")
+			require.ErrorIs(t, c.Err(), ErrFailed, "Err() after Abort")
 		})
 	}
 }
