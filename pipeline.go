@@ -1,0 +1,221 @@
+// This file holds the state the goroutines share: the pipeline (watermarks,
+// demand, wake-ups, the failure), which writers, waiters, the coordinator
+// goroutine and the flusher goroutine all touch through atomics and the
+// watermarks' locks, and the types that cross from the coordinator
+// goroutine to the flusher (the engine's flush functions, flushJob,
+// flushReq). No goroutine owns anything here.
+
+package coordinator
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// pipeline is the part of the coordinator's state that does not depend on
+// the type parameters; handles hold a pointer to it.
+type pipeline struct {
+	// marks are the three watermarks. Their waiters are the demand: a
+	// listed Written or Durable waiter asks for a freeze (see freezeDemand)
+	// and a listed Durable waiter whose epoch is written asks for a sync
+	// (see syncDemand). A wait that ends takes its demand with it.
+	marks    levels
+	syncReq  atomic.Uint64 // number of explicit sync requests made
+	syncDone watermark     // number of explicit sync requests served
+
+	// frozenThrough is the last epoch handed to the flusher. Written by
+	// the coordinator goroutine.
+	frozenThrough atomic.Uint64
+	// busy counts frozen deltas queued for or in the flusher (low 32 bits)
+	// and running syncs (busySync each), in one word so that a reader
+	// sees both at the same instant. The coordinator freezes for waiters
+	// only when it is 0, so that writes arriving during a flush are
+	// grouped into the next.
+	busy atomic.Int64
+
+	sleeping atomic.Bool // the coordinator goroutine is about to block
+	// attn counts Flush callers about to hand over a request, plus a large
+	// constant once Stop began. While it is 0 the coordinator sleeps on wake
+	// alone: a one-channel receive is much cheaper than a select.
+	attn       atomic.Int32
+	timerFired atomic.Bool   // the flush interval elapsed; set by the timer
+	wake       chan struct{} // buffer of 1: a pending wake-up for the coordinator
+	kick       chan struct{} // buffer of 1: a pending wake-up for the flusher
+	lazy       bool          // Config.DisableFlushOnWait
+
+	failOnce   sync.Once
+	failErr    error         // written once, before failedFlag is set
+	failedFlag atomic.Bool   // set once the failure is published
+	failed     chan struct{} // closed together with failedFlag
+}
+
+const busySync = 1 << 32 // added to pipeline.busy while FlushStorage runs
+
+func (p *pipeline) wakeCoordinator() {
+	if p.sleeping.Load() && p.sleeping.CompareAndSwap(true, false) {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// forceWake wakes the coordinator whether or not it announced sleeping;
+// used for the rare events (timer, Flush, Stop, failure).
+func (p *pipeline) forceWake() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pipeline) kickFlusher() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pipeline) isFailed() bool { return p.failedFlag.Load() }
+
+// err returns the failure, or nil.
+func (p *pipeline) err() error {
+	if p.isFailed() {
+		return p.failErr
+	}
+	return nil
+}
+
+// recordFailure records err as the failure if it is the first; it reports
+// whether it was. Nobody learns of the failure until announceFailure.
+func (p *pipeline) recordFailure(err error) bool {
+	first := false
+	p.failOnce.Do(func() {
+		p.failErr = err
+		first = true
+	})
+	return first
+}
+
+// announceFailure makes the recorded failure visible: to Err, to writers
+// (every later write is refused) and to every waiter. It runs after the
+// failed view is published, so whoever learns of the failure sees it.
+func (p *pipeline) announceFailure() {
+	p.failedFlag.Store(true)
+	close(p.failed)
+	p.marks.written.fail(p.failErr)
+	p.marks.durable.fail(p.failErr)
+	p.syncDone.fail(p.failErr)
+	p.kickFlusher()
+	p.forceWake()
+}
+
+// freezeDemand reports whether a waiter asks for a freeze: someone waits
+// for Written, or for Durable beyond what is written. Meaningful when the
+// flusher is idle (busy == 0): every frozen delta is then written, so each
+// such waiter's epoch is in the live delta or not yet assigned.
+func (p *pipeline) freezeDemand() bool {
+	return p.marks.written.minWait.Load() != 0 ||
+		p.marks.durable.maxWait.Load() > p.marks.written.Load()
+}
+
+// syncDemand reports whether a Durable waiter is waiting for an epoch that
+// is written: a sync now satisfies at least the oldest one.
+func (p *pipeline) syncDemand() bool {
+	m := p.marks.durable.minWait.Load()
+	return m != 0 && m <= p.marks.written.Load()
+}
+
+// writtenWaiter is called when a goroutine starts waiting for Written: it
+// wakes the coordinator, which freezes when the flusher is idle. While the
+// flusher is busy it will wake the coordinator itself once idle.
+func (p *pipeline) writtenWaiter(uint64) {
+	if !p.lazy && p.busy.Load() == 0 {
+		p.wakeCoordinator()
+	}
+}
+
+// durableWaiter is called when a goroutine starts waiting for Durable at e.
+// An epoch already written needs only a sync: kick the flusher. Otherwise
+// the write needs a freeze first, and the flusher syncs once it has
+// written e (it checks syncDemand after every batch of deltas).
+func (p *pipeline) durableWaiter(e uint64) {
+	if e <= p.marks.written.Load() {
+		p.kickFlusher()
+		return
+	}
+	p.writtenWaiter(e)
+}
+
+func raiseTo(v *atomic.Uint64, e uint64) bool {
+	for {
+		old := v.Load()
+		if old >= e {
+			return false
+		}
+		if v.CompareAndSwap(old, e) {
+			return true
+		}
+	}
+}
+
+// waitLevel waits until epoch e reaches level; the wait itself is the
+// demand that makes the pipeline get it there.
+func (p *pipeline) waitLevel(ctx context.Context, level Durability, e uint64) error {
+	m := p.marks.get(level)
+	if m.Load() >= e {
+		return nil
+	}
+	return m.wait(ctx, level, e)
+}
+
+// engine is the live delta with its types erased down to what the
+// coordinator goroutine needs; it hides the context and frozen types.
+type engine[W, R, FV, DV, S any] interface {
+	apply(W) (R, error)
+	size() int
+	reader() DV
+	// freeze freezes the live delta, starts the next one, and returns a
+	// function that flushes the frozen delta, and its read view.
+	freeze() (flushFunc[S], FV)
+}
+
+type flushFunc[S any] func(ctx context.Context, epochs EpochRange) (S, error)
+
+type deltaEngine[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any] struct {
+	d        D
+	newDelta func(C) D
+	flusher  Flusher[F, S]
+}
+
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) apply(w W) (R, error) { return e.d.Apply(w) }
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) size() int            { return e.d.EstimateSize() }
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) reader() DV           { return e.d.Reader() }
+func (e *deltaEngine[D, W, R, C, F, FV, DV, S]) freeze() (flushFunc[S], FV) {
+	frozen, view, next := e.d.Freeze()
+	e.d = e.newDelta(next)
+	fl := e.flusher
+	return func(ctx context.Context, epochs EpochRange) (S, error) {
+		return fl.FlushDelta(ctx, frozen, epochs)
+	}, view
+}
+
+// flushJob is a frozen delta on its way through the flusher.
+type flushJob[S any] struct {
+	epochs   EpochRange
+	reason   FlushReason
+	bytes    int
+	reserved int64 // byte budget to release once written
+	flush    flushFunc[S]
+}
+
+// flushReq asks the coordinator goroutine to freeze the live delta.
+type flushReq struct {
+	reply chan flushReply // buffer of 1 so the coordinator never blocks replying
+}
+
+type flushReply struct {
+	epoch uint64
+	err   error
+}
