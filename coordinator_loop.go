@@ -11,6 +11,7 @@ package coordinator
 
 import (
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"time"
 )
@@ -90,11 +91,45 @@ func (c *Coordinator[W, R, FV, DV, S]) budgetStarved() bool {
 }
 
 func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
-	if c.demandReady() && !c.p.isFailed() {
-		if c.budgetStarved() {
-			c.freeze(FlushBudget)
-		} else {
-			c.freeze(FlushWait)
+	if !c.demandReady() || c.p.isFailed() {
+		return
+	}
+	if c.budgetStarved() {
+		c.freeze(FlushBudget)
+		return
+	}
+	c.gatherReturning()
+	if c.demandReady() { // gathering may have frozen by size
+		c.freeze(FlushWait)
+	}
+}
+
+// gatherReturning lets the writers the flusher just woke join the group
+// about to be frozen. A writer woken at Durable usually writes again at
+// once, but it runs only after the coordinator: the flusher wakes the
+// coordinator last, so the scheduler runs it first. Freezing right away
+// would take only the writes that arrived during the sync, and leave the
+// woken writers to the next group: the writers would split into two
+// cohorts that alternate, each synced every other time. So while fewer
+// writes were applied since the wake than it woke waiters, the
+// coordinator yields, letting runnable goroutines (the woken writers) run,
+// and applies what they wrote. It stops as soon as a yield brings no new
+// write, so waiters that do not write again cost one yield, and each
+// further yield costs at least one write: at most as many yields as
+// waiters were woken. With one writer, its write is back before anyone
+// asks for a freeze, and nothing is deferred.
+func (c *Coordinator[W, R, FV, DV, S]) gatherReturning() {
+	want := c.p.returning.Swap(0)
+	if want == 0 {
+		return
+	}
+	until := c.p.returnBase.Load() + want
+	for c.next-1 < until && !c.p.isFailed() {
+		before := c.next
+		runtime.Gosched()
+		c.round()
+		if c.next == before {
+			return
 		}
 	}
 }

@@ -34,6 +34,14 @@ type pipeline struct {
 	// grouped into the next.
 	busy atomic.Int64
 
+	// returning is how many waiters the flusher's last pass woke, and
+	// returnBase the applied watermark when it published that: a writer
+	// woken at Written or Durable usually writes again at once, and the
+	// coordinator lets those writes join the group it is about to freeze
+	// (see Coordinator.gatherReturning). Set by the flusher, taken by the
+	// coordinator goroutine.
+	returning, returnBase atomic.Uint64
+
 	sleeping atomic.Bool // the coordinator goroutine is about to block
 	// attn counts Flush callers about to hand over a request, plus a large
 	// constant once Stop began. While it is 0 the coordinator sleeps on wake
@@ -75,6 +83,16 @@ func (p *pipeline) kickFlusher() {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// expectReturning records that the flusher just woke n waiters, writers
+// that may be about to write again.
+func (p *pipeline) expectReturning(n int) {
+	if n == 0 && p.returning.Load() == 0 {
+		return
+	}
+	p.returnBase.Store(p.marks.applied.Load())
+	p.returning.Store(uint64(n))
 }
 
 func (p *pipeline) isFailed() bool { return p.failedFlag.Load() }

@@ -268,23 +268,24 @@ func (m *watermark) boundsLocked() {
 	}
 }
 
-// advance raises the watermark to e (never lowers it) and wakes the waiters
-// it satisfies.
-func (m *watermark) advance(e uint64) {
+// advance raises the watermark to e (never lowers it), wakes the waiters
+// it satisfies and returns how many it woke.
+func (m *watermark) advance(e uint64) int {
 	if !raiseTo(&m.v, e) || m.nwait.Load() == 0 {
-		return
+		return 0
 	}
 	m.mu.Lock()
 	v := m.v.Load()
-	popped := false
+	n := 0
 	for len(m.waiters) > 0 && m.waiters[0].epoch <= v {
 		m.popLocked().signal()
-		popped = true
+		n++
 	}
-	if popped {
+	if n > 0 {
 		m.boundsLocked()
 	}
 	m.mu.Unlock()
+	return n
 }
 
 // fail makes every current and future wait beyond the current value return
