@@ -200,7 +200,11 @@ type Flusher[F, S any] interface {
 // freeze for a waiter the coordinator yields while that many writes have
 // not arrived since and each yield brings some (gatherReturning): 185–190
 // writes per sync in the same setting, and 14 instead of 8 with 16 writers,
-// where a write's latency drops from two syncs to one. A freeze for size,
+// where a write's latency drops from two syncs to one. Gathering stops
+// after as long as the last sync took: with N writers each needing c of
+// CPU per write and a sync of S, full groups cycle in S+N·c and
+// alternating cohorts in max(S, N·c/2) (their work overlaps the other's
+// sync), so gathering pays only while N·c < S. A freeze for size,
 // interval, Flush, byte budget or Stop does not wait.
 //
 // Rejected designs: a Go channel per input merged with reflect.Select

@@ -118,17 +118,28 @@ func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
 // further yield costs at least one write: at most as many yields as
 // waiters were woken. With one writer, its write is back before anyone
 // asks for a freeze, and nothing is deferred.
+//
+// It also stops once it has gathered for as long as the last sync took.
+// Gathering delays the whole group to save the writers it gathers a wait
+// for the next sync; when the writers' own work takes longer than a sync
+// (many writers, or a fast disk), the pipeline does better to sync what it
+// has and let the work of the rest overlap that sync.
 func (c *Coordinator[W, R, FV, DV, S]) gatherReturning() {
 	want := c.p.returning.Swap(0)
 	if want == 0 {
 		return
 	}
 	until := c.p.returnBase.Load() + want
+	if c.next-1 >= until {
+		return
+	}
+	budget := time.Duration(c.p.lastSync.Load())
+	start := time.Now()
 	for c.next-1 < until && !c.p.isFailed() {
 		before := c.next
 		runtime.Gosched()
 		c.round()
-		if c.next == before {
+		if c.next == before || time.Since(start) >= budget {
 			return
 		}
 	}

@@ -122,6 +122,7 @@ func (c *Coordinator[W, R, FV, DV, S]) sync() (woken int) {
 	epochs := EpochRange{Start: durable + 1, End: written + 1}
 	attempts, d, err := c.call("FlushStorage", epochs, c.syncFn)
 	c.stats.flushStorage.observe(d)
+	c.p.lastSync.Store(int64(d))
 	info := SyncInfo{Durable: written, Duration: d, Attempts: attempts}
 	if err != nil {
 		fe := &FlushError{Op: "FlushStorage", Epochs: epochs, Attempts: attempts, Err: err}

@@ -41,6 +41,10 @@ type pipeline struct {
 	// (see Coordinator.gatherReturning). Set by the flusher, taken by the
 	// coordinator goroutine.
 	returning, returnBase atomic.Uint64
+	// lastSync is how long the last FlushStorage took, in nanoseconds:
+	// gathering returning writers for longer than a sync costs more than
+	// it saves. Set by the flusher.
+	lastSync atomic.Int64
 
 	sleeping atomic.Bool // the coordinator goroutine is about to block
 	// attn counts Flush callers about to hand over a request, plus a large
