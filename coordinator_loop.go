@@ -359,7 +359,7 @@ func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
 		if o := &ops[i]; o.bh != nil {
 			o.bh.done.complete()
 		} else {
-			o.h.done.complete()
+			o.h.complete()
 		}
 	}
 	// Drop the references to applied writes now, so an idle channel does

@@ -26,15 +26,32 @@ const (
 )
 
 // complete publishes the result fields written before it and wakes waiters.
-func (c *completion) complete() {
+func (c *completion) complete() { c.completeAt(0) }
+
+// completeAt is complete for a write applied at epoch e (0: none, or
+// rejected). A waiter that waits for a later level (its then watermark)
+// is listed there, for e, instead of being woken: the writer parks once
+// per write. The move happens under mu, so a waiter that gives up and
+// finds itself off the list (under mu) finds it on then, or is about to
+// be signalled.
+func (c *completion) completeAt(e uint64) {
 	if c.flags.Or(completionDone)&completionWaiters == 0 {
 		return
 	}
 	c.mu.Lock()
-	w := c.waiters
+	var wake *waiter
+	for w := c.waiters; w != nil; {
+		next := w.next
+		w.next = nil
+		if w.then == nil || e == 0 || !w.then.list(w, e) {
+			w.next = wake
+			wake = w
+		}
+		w = next
+	}
 	c.waiters = nil
 	c.mu.Unlock()
-	for w != nil {
+	for w := wake; w != nil; {
 		next := w.next // read before signalling: the woken waiter reuses w
 		w.signal()
 		w = next
@@ -43,8 +60,11 @@ func (c *completion) complete() {
 
 func (c *completion) done() bool { return c.flags.Load()&completionDone != 0 }
 
-// wait blocks until complete was called or ctx is done.
-func (c *completion) wait(ctx context.Context) error {
+// wait blocks until complete was called or ctx is done. With then set,
+// a waiter still parked when the write is applied moves on to wait at then
+// (see completeAt); the caller's wait at then is over at once unless ctx
+// ended.
+func (c *completion) wait(ctx context.Context, then *watermark) error {
 	// The coordinator usually completes a handle within a microsecond of
 	// the write being queued; yielding a few times first is cheaper than
 	// parking and being woken.
@@ -55,6 +75,7 @@ func (c *completion) wait(ctx context.Context) error {
 		return nil
 	}
 	w := getWaiter()
+	w.then = then
 	c.mu.Lock()
 	w.next = c.waiters
 	c.waiters = w
@@ -75,8 +96,10 @@ func (c *completion) wait(ctx context.Context) error {
 	c.mu.Lock()
 	listed := c.removeLocked(w)
 	c.mu.Unlock()
-	if !listed {
-		w.settle() // complete took the list with w on it; its signal is coming
+	if !listed && (then == nil || !then.unlist(w)) {
+		// complete took the list with w on it, and did not move it to
+		// then (or then's advance or fail took it): its signal is coming.
+		w.settle()
 	}
 	putWaiter(w)
 	if c.done() {
@@ -119,7 +142,7 @@ type WriteHandle[R any] struct {
 // [*ApplyError]. If the write was never applied (the coordinator failed or
 // stopped first) the epoch is 0 and the error says why.
 func (h *WriteHandle[R]) Epoch(ctx context.Context) (uint64, error) {
-	if err := h.done.wait(ctx); err != nil {
+	if err := h.done.wait(ctx, nil); err != nil {
 		return 0, fmt.Errorf("coordinator: waiting for epoch: %w", err)
 	}
 	return h.epoch, h.err
@@ -138,7 +161,13 @@ func (h *WriteHandle[R]) Wait(ctx context.Context, level Durability) (R, error) 
 	if !level.valid() {
 		return zero, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
 	}
-	if err := h.done.wait(ctx); err != nil {
+	// A wait for Written or Durable that parks before the write is applied
+	// moves to that level's watermark when it is, and wakes only there.
+	var then *watermark
+	if level > Applied {
+		then = h.p.marks.get(level)
+	}
+	if err := h.done.wait(ctx, then); err != nil {
 		return zero, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
 	}
 	if h.err != nil {
@@ -152,6 +181,16 @@ func (h *WriteHandle[R]) Wait(ctx context.Context, level Durability) (R, error) 
 
 // Applied reports, without blocking, whether the write has been sequenced.
 func (h *WriteHandle[R]) Applied() bool { return h.done.done() }
+
+// complete completes the handle of an applied write: waiters for a later
+// level move on to its watermark.
+func (h *WriteHandle[R]) complete() {
+	if h.err != nil {
+		h.done.complete()
+		return
+	}
+	h.done.completeAt(h.epoch)
+}
 
 func (h *WriteHandle[R]) finish(epoch uint64, r R, err error) {
 	h.epoch, h.result, h.err = epoch, r, err
@@ -183,7 +222,7 @@ type BatchHandle[R any] struct {
 
 // Epochs waits until the batch is applied and returns its epoch range.
 func (h *BatchHandle[R]) Epochs(ctx context.Context) (EpochRange, error) {
-	if err := h.done.wait(ctx); err != nil {
+	if err := h.done.wait(ctx, nil); err != nil {
 		return EpochRange{}, fmt.Errorf("coordinator: waiting for epochs: %w", err)
 	}
 	return h.epochs, h.err
@@ -198,7 +237,7 @@ func (h *BatchHandle[R]) Wait(ctx context.Context, level Durability) ([]Result[R
 	if !level.valid() {
 		return nil, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
 	}
-	if err := h.done.wait(ctx); err != nil {
+	if err := h.done.wait(ctx, nil); err != nil {
 		return nil, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
 	}
 	if h.err != nil {

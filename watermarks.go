@@ -70,6 +70,9 @@ type waiter struct {
 	index    int     // position in a watermark's heap, -1 when not in one
 	maxIndex int     // position in a watermark's max-heap, -1 when not in one
 	next     *waiter // link in a completion's list
+	// then is the watermark a waiter on a write handle moves to when the
+	// write is applied, instead of waking (see completion.completeAt).
+	then *watermark
 	// noReuse is set when a context.AfterFunc callback may still touch the
 	// waiter; it then never goes back to the pool, so a late wake-up cannot
 	// reach a goroutine of another synctest bubble (or any other user).
@@ -90,7 +93,7 @@ func putWaiter(w *waiter) {
 	if w.noReuse {
 		return
 	}
-	w.next, w.index, w.maxIndex, w.fired = nil, -1, -1, false
+	w.next, w.then, w.index, w.maxIndex, w.fired = nil, nil, -1, -1, false
 	waiterPool.Put(w)
 }
 
@@ -310,36 +313,12 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 		return nil
 	}
 	w := getWaiter()
-	w.epoch = e
-	m.mu.Lock()
-	m.nwait.Add(1)
-	if m.v.Load() >= e {
-		m.nwait.Add(-1)
-		m.mu.Unlock()
+	if !m.list(w, e) {
 		putWaiter(w)
-		return nil
+		return m.result(level, e)
 	}
-	if m.err != nil {
-		m.nwait.Add(-1)
-		err := m.err
-		m.mu.Unlock()
-		putWaiter(w)
-		return &epochError{level, e, err}
-	}
-	m.pushLocked(w)
-	m.mu.Unlock()
-	if m.parked != nil {
-		m.parked(e)
-	}
-
 	if !w.park(ctx) {
-		m.mu.Lock()
-		listed := w.index >= 0
-		if listed {
-			m.removeLocked(w)
-		}
-		m.mu.Unlock()
-		if !listed {
+		if !m.unlist(w) {
 			w.settle() // popped by advance or fail: its signal is coming
 		}
 		putWaiter(w)
@@ -349,6 +328,43 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 		return fmt.Errorf("coordinator: waiting for epoch %d to become %v: %w", e, level, ctx.Err())
 	}
 	putWaiter(w)
+	return m.result(level, e)
+}
+
+// list lists w as waiting for e and reports true, or reports false
+// without listing it if e is reached or the watermark failed.
+func (m *watermark) list(w *waiter, e uint64) bool {
+	w.epoch = e
+	m.mu.Lock()
+	m.nwait.Add(1)
+	if m.v.Load() >= e || m.err != nil {
+		m.nwait.Add(-1)
+		m.mu.Unlock()
+		return false
+	}
+	m.pushLocked(w)
+	m.mu.Unlock()
+	if m.parked != nil {
+		m.parked(e)
+	}
+	return true
+}
+
+// unlist unlists w if it is listed and reports whether it was; if it was
+// not, whoever unlisted it signals it.
+func (m *watermark) unlist(w *waiter) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.index < 0 {
+		return false
+	}
+	m.removeLocked(w)
+	return true
+}
+
+// result is the outcome of a wait for e that is over: nil once e is
+// reached, the failure otherwise.
+func (m *watermark) result(level Durability, e uint64) error {
 	if m.v.Load() >= e {
 		return nil
 	}
