@@ -205,7 +205,11 @@ type Flusher[F, S any] interface {
 // CPU per write and a sync of S, full groups cycle in S+N·c and
 // alternating cohorts in max(S, N·c/2) (their work overlaps the other's
 // sync), so gathering pays only while N·c < S. A freeze for size,
-// interval, Flush, byte budget or Stop does not wait.
+// interval, Flush, byte budget or Stop does not wait. The flusher wakes a
+// group one waiter at a time, which takes tens of microseconds for a few
+// hundred; it does so after releasing the watermark's lock and the view
+// hub's (watermark.raise), because the coordinator needs the first to list
+// the returning writers' waits and the second to publish the next freeze.
 //
 // Rejected designs: a Go channel per input merged with reflect.Select
 // (slow, and costs a lock per write on the consumer side where swapping a

@@ -89,7 +89,9 @@ func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) (woken int) 
 		c.fail(fe)
 		return 0
 	}
-	c.hub.written(job.epochs, snap, func() { woken = c.p.marks.written.advance(job.epochs.Last()) })
+	var satisfied wakeList
+	c.hub.written(job.epochs, snap, func() { satisfied = c.p.marks.written.raise(job.epochs.Last()) })
+	woken = satisfied.wake()
 	c.cfg.Observer.Flushed(info)
 	return woken
 }
@@ -132,10 +134,12 @@ func (c *Coordinator[W, R, FV, DV, S]) sync() (woken int) {
 		return 0
 	}
 	c.stats.syncs.Add(1)
+	var satisfied wakeList
 	c.hub.unlessFailed(func() {
-		woken = c.p.marks.durable.advance(written)
+		satisfied = c.p.marks.durable.raise(written)
 		c.p.syncDone.advance(req)
 	})
+	woken = satisfied.wake()
 	c.cfg.Observer.Synced(info)
 	return woken
 }

@@ -273,22 +273,51 @@ func (m *watermark) boundsLocked() {
 
 // advance raises the watermark to e (never lowers it), wakes the waiters
 // it satisfies and returns how many it woke.
-func (m *watermark) advance(e uint64) int {
+func (m *watermark) advance(e uint64) int { return m.raise(e).wake() }
+
+// raise raises the watermark to e (never lowers it) and unlists the
+// waiters it satisfies; the caller wakes them with wake, after releasing
+// any lock it holds: waking a large group one by one takes long, and
+// neither the watermark's lock (which the next group's waiters take to
+// list themselves) nor the caller's needs to be held for it. A waiter
+// unlisted here is not woken by fail, and one whose context ends waits
+// for this wake-up before it returns (waiter.settle).
+func (m *watermark) raise(e uint64) wakeList {
 	if !raiseTo(&m.v, e) || m.nwait.Load() == 0 {
-		return 0
+		return wakeList{}
 	}
+	var l wakeList
 	m.mu.Lock()
 	v := m.v.Load()
-	n := 0
+	tail := &l.head
 	for len(m.waiters) > 0 && m.waiters[0].epoch <= v {
-		m.popLocked().signal()
-		n++
+		w := m.popLocked()
+		*tail = w
+		tail = &w.next
+		l.n++
 	}
-	if n > 0 {
+	if l.n > 0 {
 		m.boundsLocked()
 	}
 	m.mu.Unlock()
-	return n
+	return l
+}
+
+// wakeList is the waiters a raise unlisted, in epoch order, linked
+// through waiter.next.
+type wakeList struct {
+	head *waiter
+	n    int
+}
+
+// wake wakes the listed waiters and returns how many there were.
+func (l wakeList) wake() int {
+	for w := l.head; w != nil; {
+		next := w.next // read before signalling: the woken waiter reuses w
+		w.signal()
+		w = next
+	}
+	return l.n
 }
 
 // fail makes every current and future wait beyond the current value return
