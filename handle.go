@@ -67,8 +67,14 @@ func (c *completion) done() bool { return c.flags.Load()&completionDone != 0 }
 func (c *completion) wait(ctx context.Context, then *watermark) error {
 	// The coordinator usually completes a handle within a microsecond of
 	// the write being queued; yielding a few times first is cheaper than
-	// parking and being woken.
-	for i := 0; i < spinYields && !c.done(); i++ {
+	// parking and being woken. Not so for a wait that goes on to a later
+	// level: it parks once either way, and its yields would only take turns
+	// from the goroutines the group waits for.
+	spin := spinYields
+	if then != nil {
+		spin = 0
+	}
+	for i := 0; i < spin && !c.done(); i++ {
 		runtime.Gosched()
 	}
 	if c.done() {
