@@ -168,9 +168,9 @@ type Flusher[F, S any] interface {
 //     wait that ends asks for nothing more. With a healthy flusher a
 //     Written or Durable wait on an applied epoch returns within a bounded
 //     number of flusher calls: its delta is frozen when the flusher is
-//     idle (or by size) — once the writers the flusher's last pass woke
-//     had their turn to join it, which costs at most one yield of the
-//     coordinator per write they bring —, reaches the flusher behind at most
+//     idle (or by size) — after the coordinator gathered the writers
+//     ready to join it, which takes at most one yield without a new write
+//     and never longer than the last sync —, reaches the flusher behind at most
 //     MaxPendingFlushes+1 others, and the flusher syncs right after the
 //     batch of deltas (at most MaxPendingFlushes+1) in which the oldest
 //     Durable waiter's epoch is written. So a Written wait sees at most
@@ -195,12 +195,16 @@ type Flusher[F, S any] interface {
 // once; but the coordinator, woken last by the flusher, would run before
 // them and freeze only what arrived during the sync. The writers then
 // split into two cohorts that alternate, each synced every other time
-// (with 256 writers and a simulated 1 ms sync: 131 writes per sync). So the
-// flusher tells the coordinator how many waiters it woke, and before a
-// freeze for a waiter the coordinator yields while that many writes have
-// not arrived since and each yield brings some (gatherReturning): 185–190
-// writes per sync in the same setting, and 14 instead of 8 with 16 writers,
-// where a write's latency drops from two syncs to one. Gathering stops
+// (with 256 writers and a simulated 1 ms sync: 131 writes per sync). With
+// one processor it was worse still once waits parked once: each group held
+// the one writer that ran, while the woken ones waited in the run queue
+// behind the coordinator and the flusher (1.3 writes per sync with 16
+// writers). So before a freeze for a waiter the coordinator yields and
+// applies what the yield let in, and yields again while the writers the
+// flusher woke (counted in pipeline.returning) have not all written again
+// and each yield brings some (gatherReturning): 185–190 writes per sync in
+// the same setting, and 14–15 instead of 8 with 16 writers (one processor
+// or two), where a write's latency drops from two syncs to one. Gathering stops
 // after as long as the last sync took: with N writers each needing c of
 // CPU per write and a sync of S, full groups cycle in S+N·c and
 // alternating cohorts in max(S, N·c/2) (their work overlaps the other's

@@ -104,20 +104,23 @@ func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
 	}
 }
 
-// gatherReturning lets the writers the flusher just woke join the group
-// about to be frozen. A writer woken at Durable usually writes again at
-// once, but it runs only after the coordinator: the flusher wakes the
-// coordinator last, so the scheduler runs it first. Freezing right away
-// would take only the writes that arrived during the sync, and leave the
-// woken writers to the next group: the writers would split into two
-// cohorts that alternate, each synced every other time. So while fewer
-// writes were applied since the wake than it woke waiters, the
+// gatherReturning lets the writers the flusher woke join the group about
+// to be frozen. A writer woken at Durable usually writes again at once, but
+// it runs only after the coordinator: the flusher wakes the coordinator
+// last, so the scheduler runs it first. Freezing right away would take only
+// the writes that arrived during the sync, and leave the woken writers to
+// the next group: the writers would split into two cohorts that
+// alternate, each synced every other time. (With one processor it is
+// worse: each group holds the one writer that ran, while the others wait
+// in the run queue behind the coordinator and the flusher.) So the
 // coordinator yields, letting runnable goroutines (the woken writers) run,
-// and applies what they wrote. It stops as soon as a yield brings no new
-// write, so waiters that do not write again cost one yield, and each
-// further yield costs at least one write: at most as many yields as
-// waiters were woken. With one writer, its write is back before anyone
-// asks for a freeze, and nothing is deferred.
+// and applies what they wrote; it yields again while writers the flusher
+// woke have not written again (pipeline.returning). It stops as soon as a
+// yield brings no new write, so a freeze with nobody else about costs one
+// yield (a fraction of a microsecond, against a flush), and each further
+// yield costs at least one write. The first yield is unconditional: the
+// count misses writers that became runnable otherwise, such as new ones,
+// and with one processor a single run of the queue admits them all.
 //
 // It also stops once it has gathered for as long as the last sync took.
 // Gathering delays the whole group to save the writers it gathers a wait
@@ -125,21 +128,13 @@ func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
 // (many writers, or a fast disk), the pipeline does better to sync what it
 // has and let the work of the rest overlap that sync.
 func (c *Coordinator[W, R, FV, DV, S]) gatherReturning() {
-	want := c.p.returning.Swap(0)
-	if want == 0 {
-		return
-	}
-	until := c.p.returnBase.Load() + want
-	if c.next-1 >= until {
-		return
-	}
 	budget := time.Duration(c.p.lastSync.Load())
 	start := time.Now()
-	for c.next-1 < until && !c.p.isFailed() {
+	for !c.p.isFailed() {
 		before := c.next
 		runtime.Gosched()
 		c.round()
-		if c.next == before || time.Since(start) >= budget {
+		if c.next == before || c.p.returning.Load() <= 0 || time.Since(start) >= budget {
 			return
 		}
 	}
@@ -368,6 +363,9 @@ func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
 	q.slotsApplied += uint64(n)
 	q.releaseSlots()
 	q.applied.Add(uint64(writes))
+	if c.p.returning.Load() > 0 {
+		c.p.returned(writes)
+	}
 	if c.rejected > 0 {
 		q.applyErrors.Add(uint64(c.rejected))
 	}

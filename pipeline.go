@@ -34,13 +34,13 @@ type pipeline struct {
 	// grouped into the next.
 	busy atomic.Int64
 
-	// returning is how many waiters the flusher's last pass woke, and
-	// returnBase the applied watermark when it published that: a writer
-	// woken at Written or Durable usually writes again at once, and the
-	// coordinator lets those writes join the group it is about to freeze
-	// (see Coordinator.gatherReturning). Set by the flusher, taken by the
-	// coordinator goroutine.
-	returning, returnBase atomic.Uint64
+	// returning counts writers the flusher woke (Written and Durable
+	// waiters) that have not written again: the flusher adds the waiters
+	// each pass wakes, and the coordinator takes off the writes it applies,
+	// never below zero. A writer woken at Written or Durable usually writes
+	// again at once, and the coordinator lets those writes join the group
+	// it is about to freeze (see Coordinator.gatherReturning).
+	returning atomic.Int64
 	// lastSync is how long the last FlushStorage took, in nanoseconds:
 	// gathering returning writers for longer than a sync costs more than
 	// it saves. Set by the flusher.
@@ -92,11 +92,22 @@ func (p *pipeline) kickFlusher() {
 // expectReturning records that the flusher just woke n waiters, writers
 // that may be about to write again.
 func (p *pipeline) expectReturning(n int) {
-	if n == 0 && p.returning.Load() == 0 {
-		return
+	if n > 0 {
+		p.returning.Add(int64(n))
 	}
-	p.returnBase.Store(p.marks.applied.Load())
-	p.returning.Store(uint64(n))
+}
+
+// returned takes n writes applied off the returning writers.
+func (p *pipeline) returned(n int) {
+	for {
+		old := p.returning.Load()
+		if old <= 0 {
+			return
+		}
+		if p.returning.CompareAndSwap(old, max(old-int64(n), 0)) {
+			return
+		}
+	}
 }
 
 func (p *pipeline) isFailed() bool { return p.failedFlag.Load() }
