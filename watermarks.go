@@ -289,6 +289,12 @@ func (m *watermark) raise(e uint64) wakeList {
 	var l wakeList
 	m.mu.Lock()
 	v := m.v.Load()
+	if m.trackMax && len(m.byMax) > 0 && m.byMax[0].epoch <= v {
+		// Every waiter is satisfied, as when a sync serves a whole
+		// group: take them all at once rather than popping them one by
+		// one from both heaps.
+		l = m.takeAllLocked()
+	}
 	tail := &l.head
 	for len(m.waiters) > 0 && m.waiters[0].epoch <= v {
 		w := m.popLocked()
@@ -303,8 +309,24 @@ func (m *watermark) raise(e uint64) wakeList {
 	return l
 }
 
-// wakeList is the waiters a raise unlisted, in epoch order, linked
-// through waiter.next.
+// takeAllLocked unlists every waiter and returns them, in no particular
+// order.
+func (m *watermark) takeAllLocked() wakeList {
+	var l wakeList
+	for i, w := range m.waiters {
+		w.index, w.maxIndex = -1, -1
+		w.next = l.head
+		l.head = w
+		m.waiters[i] = nil
+	}
+	l.n = len(m.waiters)
+	clear(m.byMax)
+	m.waiters, m.byMax = m.waiters[:0], m.byMax[:0]
+	m.nwait.Add(int32(-l.n))
+	return l
+}
+
+// wakeList is the waiters a raise unlisted, linked through waiter.next.
 type wakeList struct {
 	head *waiter
 	n    int
