@@ -236,9 +236,8 @@ type Flusher[F, S any] interface {
 // it gives 201–212 against 174–178); waking a large group as a tree, each
 // woken waiter waking half of what its waker had left, so the flusher is
 // free after O(log n) wake-ups (-simsync=1ms, three interleaved rounds:
-// 0.96× at 256 writers, 0.91–1.22× at 4,096: the woken writers then run
-// while the group is still being woken, and the coordinator gathers
-// fewer of them).
+// 0.96× at 256 writers, 0.91–1.22× at 4,096, with fewer writes per sync:
+// 202 against 207, and 2,441 against 3,747).
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
