@@ -29,13 +29,14 @@ func (c *Coordinator[W, R, FV, DV, S]) discardFlushes() {
 
 func (c *Coordinator[W, R, FV, DV, S]) flushLoop() {
 	for {
+		woken := 0 // waiters this pass woke
 		select {
 		case job, ok := <-c.flushQ:
 			if !ok {
 				c.finalSync()
 				return
 			}
-			c.flushDelta(job)
+			woken += c.flushDelta(job)
 		case <-c.p.kick:
 		}
 		// Write what is already queued before syncing, so the sync covers
@@ -46,9 +47,10 @@ func (c *Coordinator[W, R, FV, DV, S]) flushLoop() {
 				c.finalSync()
 				return
 			}
-			c.flushDelta(job)
+			woken += c.flushDelta(job)
 		}
-		c.maybeSync()
+		woken += c.maybeSync()
+		c.p.expectReturning(woken)
 		if c.p.busy.Load() == 0 {
 			c.p.wakeCoordinator()
 		}
@@ -63,14 +65,14 @@ func (c *Coordinator[W, R, FV, DV, S]) finalSync() {
 }
 
 // flushDelta writes one frozen delta, publishes the view, then advances the
-// written watermark (invariant 3).
-func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) {
+// written watermark (invariant 3). It returns the number of waiters woken.
+func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) (woken int) {
 	defer c.p.busy.Add(-1)
 	if c.budget != nil {
 		defer c.budget.release(job.reserved)
 	}
 	if c.p.isFailed() {
-		return // lost with the failure; its waiters were failed already
+		return 0 // lost with the failure; its waiters were failed already
 	}
 	var snap S
 	attempts, d, err := c.call("FlushDelta", job.epochs, func(ctx context.Context) error {
@@ -85,33 +87,36 @@ func (c *Coordinator[W, R, FV, DV, S]) flushDelta(job *flushJob[S]) {
 		info.Err = fe
 		c.cfg.Observer.Flushed(info)
 		c.fail(fe)
-		return
+		return 0
 	}
 	var satisfied wakeList
 	c.hub.written(job.epochs, snap, func() { satisfied = c.p.marks.written.raise(job.epochs.Last()) })
-	c.p.wakeReturning(satisfied)
+	woken = satisfied.wake()
 	c.cfg.Observer.Flushed(info)
+	return woken
 }
 
 // maybeSync calls FlushStorage if the policy or a waiter asks for it. It
 // runs after every batch of deltas the flusher writes, and a Durable waiter
 // whose epoch is written is reason enough: however many deltas keep
 // coming, a sync waits for at most one batch (MaxPendingFlushes+1 deltas)
-// after its waiter's delta is written.
-func (c *Coordinator[W, R, FV, DV, S]) maybeSync() {
+// after its waiter's delta is written. It returns the number of waiters
+// woken.
+func (c *Coordinator[W, R, FV, DV, S]) maybeSync() int {
 	if c.p.isFailed() {
-		return
+		return 0
 	}
 	forced := c.p.syncReq.Load() > c.p.syncDone.Load()
 	always := c.cfg.Sync == SyncAlways && c.p.marks.written.Load() > c.p.marks.durable.Load()
 	if forced || always || c.p.syncDemand() {
-		c.sync()
+		return c.sync()
 	}
+	return 0
 }
 
 // sync calls FlushStorage and advances the durable watermark to what was
-// written before it started.
-func (c *Coordinator[W, R, FV, DV, S]) sync() {
+// written before it started. It returns the number of waiters woken.
+func (c *Coordinator[W, R, FV, DV, S]) sync() (woken int) {
 	c.p.busy.Add(busySync)
 	defer c.p.busy.Add(-busySync)
 	req := c.p.syncReq.Load()
@@ -126,7 +131,7 @@ func (c *Coordinator[W, R, FV, DV, S]) sync() {
 		info.Err = fe
 		c.cfg.Observer.Synced(info)
 		c.fail(fe)
-		return
+		return 0
 	}
 	c.stats.syncs.Add(1)
 	var satisfied wakeList
@@ -134,8 +139,9 @@ func (c *Coordinator[W, R, FV, DV, S]) sync() {
 		satisfied = c.p.marks.durable.raise(written)
 		c.p.syncDone.advance(req)
 	})
-	c.p.wakeReturning(satisfied)
+	woken = satisfied.wake()
 	c.cfg.Observer.Synced(info)
+	return woken
 }
 
 // call runs a flusher method with panic recovery, slow-call reporting and

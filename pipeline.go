@@ -89,15 +89,12 @@ func (p *pipeline) kickFlusher() {
 	}
 }
 
-// wakeReturning wakes the waiters a raise unlisted, counting them first as
-// writers that may be about to write again. The flusher calls it while its
-// busy count still stands, so the coordinator cannot freeze for a waiter
-// before the count includes them.
-func (p *pipeline) wakeReturning(l wakeList) {
-	if l.n > 0 {
-		p.returning.Add(int64(l.n))
+// expectReturning records that the flusher just woke n waiters, writers
+// that may be about to write again.
+func (p *pipeline) expectReturning(n int) {
+	if n > 0 {
+		p.returning.Add(int64(n))
 	}
-	l.wake()
 }
 
 // returned takes n writes applied off the returning writers.
