@@ -215,7 +215,13 @@ type Flusher[F, S any] interface {
 // group one waiter at a time, which takes tens of microseconds for a few
 // hundred; it does so after releasing the watermark's lock and the view
 // hub's (watermark.raise), because the coordinator needs the first to list
-// the returning writers' waits and the second to publish the next freeze.
+// the returning writers' waits and the second to publish the next freeze
+// (traces at 256 writers: the gap between syncs 320–352 → 251–313 µs; an
+// interleaved throughput comparison, three rounds with a 1 ms simulated
+// sync, measured 0.96× at 256 writers and 0.97× at 4,096, within the
+// rounds' spread). When a sync satisfies every waiter, as group commit
+// does, they are unlisted at once instead of popped one by one from both
+// heaps (1.08× at 4,096 writers, 1.03× at 256).
 //
 // Rejected designs: a Go channel per input merged with reflect.Select
 // (slow, and costs a lock per write on the consumer side where swapping a
@@ -232,7 +238,9 @@ type Flusher[F, S any] interface {
 // (measured: no gain at 256 writers, 28% slower at 16, because the demand
 // arrives before other writers' writes and splits the group; with group
 // formation gathering the returning writers, it is kept: see
-// completion.completeAt); a wait for Written or Durable parking without
+// completion.completeAt; alone it measured 0.99–1.04×, and it is what lets
+// such a wait park without yielding first, +16% at 16 writers and +28% at
+// 256 with a 1 ms simulated sync); a wait for Written or Durable parking without
 // yielding first while it still parked twice (-simsync=1ms, 256 writers:
 // 171–173 writes per sync against 184–192; kept once it parks once, where
 // it gives 201–212 against 174–178); waking a large group as a tree, each
