@@ -251,7 +251,12 @@ type Flusher[F, S any] interface {
 // the last sync's duration counted from that sync's end rather than from
 // the start of gathering, so that the time spent waking the group counts
 // (no change: 0.99× at 256 writers, 1.03× at 4,096; with thousands of
-// writers the group forms while the flusher is still waking the last one).
+// writers the group forms while the flusher is still waking the last one);
+// ending the sync's busy count before waking its group, so that the
+// coordinator can freeze the next group while the flusher wakes this one
+// (three rounds, 1 ms simulated sync: 1.00× at 16 writers, 1.02× at 256,
+// 0.98× at 4,096, where groups shrank from 3,928 to 2,845 writes without
+// gaining throughput).
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
