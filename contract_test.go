@@ -840,8 +840,8 @@ func TestContractCancelBlockedEpochAndFlush(t *testing.T) {
 		t.Fatalf("Epoch() after Start = %d; want 1", e)
 	}
 	// The canceled flush froze nothing.
-	if got := c.Stats().Flushes[FlushExplicit]; got != 0 {
-		t.Fatalf("Stats().Flushes[FlushExplicit] = %d after a canceled Flush; want 0", got)
+	if got := c.Stats().Flushes.Explicit; got != 0 {
+		t.Fatalf("Stats().Flushes.Explicit = %d after a canceled Flush; want 0", got)
 	}
 	stop(t, c)
 }

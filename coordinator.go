@@ -53,6 +53,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -327,13 +328,28 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 }
 
 // Channel returns the named input channel. It panics if the name was not
-// in [Config.Channels]: that is a programming error.
+// in [Config.Channels]: that is a programming error. Use
+// [Coordinator.LookupChannel] when the name comes from outside the program.
 func (c *Coordinator[W, R, FV, DV, S]) Channel(name string) *Channel[W, R] {
 	ch, ok := c.channels[name]
 	if !ok {
 		panic(fmt.Sprintf("coordinator: unknown channel %q", name))
 	}
 	return ch
+}
+
+// LookupChannel returns the named input channel and true, or nil and false
+// if the name was not in [Config.Channels]. It never panics.
+func (c *Coordinator[W, R, FV, DV, S]) LookupChannel(name string) (*Channel[W, R], bool) {
+	ch, ok := c.channels[name]
+	return ch, ok
+}
+
+// Channels returns the names of the input channels in the order of
+// [Config.Channels] (["default"] when none were configured). The slice is
+// a copy: the caller may keep and modify it.
+func (c *Coordinator[W, R, FV, DV, S]) Channels() []string {
+	return slices.Clone(c.cfg.Channels)
 }
 
 // Start starts the coordinator's goroutines. Calling it again, or after
@@ -509,6 +525,7 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 		Syncs:          c.stats.syncs.Load(),
 		Retries:        c.stats.retries.Load(),
 		SlowFlushes:    c.stats.slowFlushes.Load(),
+		Flushes:        c.stats.flushCounts(),
 		Apply:          c.stats.apply.load(),
 		Freeze:         c.stats.freeze.load(),
 		Dispatch:       c.stats.dispatch.load(),
@@ -518,9 +535,6 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 	}
 	if c.budget != nil {
 		s.BudgetBytes, s.BudgetMax = c.budget.used.Load(), c.budget.max
-	}
-	for i := range s.Flushes {
-		s.Flushes[i] = c.stats.flushes[i].Load()
 	}
 	for i, q := range c.queues {
 		s.Channels[i] = ChannelStats{

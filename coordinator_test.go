@@ -333,8 +333,8 @@ func TestFlushOnFlushInterval(t *testing.T) {
 			t.Fatalf("interval flush covered %v; want %v", events[0].epochs, want)
 		}
 		assertRows(t, f.storage.snapshot(), map[string]seqValue{"a": {0, 1}})
-		if got := c.Stats().Flushes[FlushInterval]; got != 1 {
-			t.Fatalf("Stats().Flushes[FlushInterval] = %d; want 1", got)
+		if got := c.Stats().Flushes.Interval; got != 1 {
+			t.Fatalf("Stats().Flushes.Interval = %d; want 1", got)
 		}
 		stop(t, c)
 	})
@@ -359,8 +359,8 @@ func TestFlushWhenSizeThresholdExceeded(t *testing.T) {
 	refWait(t, h, Written)
 
 	refEventCount(t, f, 1)
-	if got := c.Stats().Flushes[FlushSize]; got != 1 {
-		t.Fatalf("Stats().Flushes[FlushSize] = %d; want 1", got)
+	if got := c.Stats().Flushes.Size; got != 1 {
+		t.Fatalf("Stats().Flushes.Size = %d; want 1", got)
 	}
 	stop(t, c)
 }
@@ -389,8 +389,8 @@ func TestAccumulateUntilThreshold(t *testing.T) {
 	if want := (EpochRange{1, 7}); events[0].epochs != want {
 		t.Fatalf("size flush covered %v; want %v", events[0].epochs, want)
 	}
-	if got := c.Stats().Flushes[FlushSize]; got != 1 {
-		t.Fatalf("Stats().Flushes[FlushSize] = %d; want 1", got)
+	if got := c.Stats().Flushes.Size; got != 1 {
+		t.Fatalf("Stats().Flushes.Size = %d; want 1", got)
 	}
 	stop(t, c)
 }

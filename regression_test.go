@@ -290,9 +290,9 @@ func TestRegressionAbandonedWaitKeepsGroupCommit(t *testing.T) {
 				synctest.Wait() // the coordinator and the flusher are idle
 				st := c.Stats()
 				require.Equal(t, uint64(writes), st.Watermarks.Applied)
-				require.Zero(t, st.Flushes[FlushWait],
+				require.Zero(t, st.Flushes.Wait,
 					"%d writes waited only for Applied after a %v wait was abandoned: %d were frozen for a waiter (FlushDelta calls: %d, FlushStorage calls: %d); want none",
-					writes, level, st.Flushes[FlushWait], f.deltaCalls.Load(), f.storageCalls.Load())
+					writes, level, st.Flushes.Wait, f.deltaCalls.Load(), f.storageCalls.Load())
 				require.Zero(t, f.deltaCalls.Load(), "FlushDelta calls")
 				require.Zero(t, f.storageCalls.Load(), "FlushStorage calls")
 				require.NoError(t, c.Stop(ctx))

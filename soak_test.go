@@ -280,9 +280,9 @@ func soakOverload(t *testing.T, total, flushSize int) {
 			rejectedBudget += cs.RejectedBudget
 		}
 		var reasons []string
-		for r, n := range st.Flushes {
+		for r, n := range st.Flushes.All() {
 			if n > 0 {
-				reasons = append(reasons, fmt.Sprintf("%v=%d", FlushReason(r), n))
+				reasons = append(reasons, fmt.Sprintf("%v=%d", r, n))
 			}
 		}
 		t.Logf("%d writes by %d writers: %d TryWrite rejections (%d queue full, %d budget), %d samples, "+
