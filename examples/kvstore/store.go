@@ -28,11 +28,12 @@ package main
 //	trailer, 4 bytes:
 //	   0  crc      uint32   CRC-32C (Castagnoli) of the header and records
 //
-// A segment holds the last write of each key within its epoch range. Store
-// epochs continue across restarts: a segment's first epoch is the previous
-// segment's end, and the first segment's is 1. The coordinator numbers its
-// own epochs from 1 in every process, so the [Flusher] adds the last epoch
-// recovered by [Open] to them.
+// A segment holds the last write of each key within its epoch range. Epochs
+// continue across restarts: a segment's first epoch is the previous
+// segment's end, and the first segment's is 1. [NewKV] starts the
+// coordinator with [coordinator.Config.FirstEpoch] one past the last epoch
+// [Open] recovered, so the coordinator's epochs are the store's and a
+// segment records the range the coordinator gave its delta.
 //
 // # Crash safety
 //
@@ -386,7 +387,7 @@ var (
 // segmentHeader is the decoded header of a segment.
 type segmentHeader struct {
 	seq    uint64
-	epochs coordinator.EpochRange // store epochs
+	epochs coordinator.EpochRange
 	count  uint32
 }
 
@@ -515,8 +516,7 @@ func parseSegmentName(name string) (uint64, bool) {
 // other than the counters and Close are called by the coordinator's flusher
 // goroutine only.
 type Flusher struct {
-	dir  string
-	base uint64 // the store epoch of coordinator epoch 0
+	dir string
 
 	// Owned by the flusher goroutine.
 	index    *Index
@@ -534,8 +534,7 @@ func (f *Flusher) FlushDelta(ctx context.Context, fr *Frozen, epochs coordinator
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	store := coordinator.EpochRange{Start: f.base + epochs.Start, End: f.base + epochs.End}
-	data := encodeSegment(fr.Seq, store, fr.Table)
+	data := encodeSegment(fr.Seq, epochs, fr.Table)
 	final := filepath.Join(f.dir, segmentName(fr.Seq))
 	tmp := final + tempSuffix
 	file, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -728,10 +727,12 @@ func Open(dir string) (*Recovery, error) {
 }
 
 // NewKV creates the coordinator of the store recovered in rec, and its
-// flusher. Start it with [coordinator.Coordinator.Start]; after Stop, Close
-// the flusher.
+// flusher. It sets cfg.FirstEpoch to rec.LastEpoch+1, so epochs continue
+// where the recovered segments end. Start it with
+// [coordinator.Coordinator.Start]; after Stop, Close the flusher.
 func NewKV(cfg coordinator.Config, rec *Recovery) (*KV, *Flusher, error) {
-	f := &Flusher{dir: rec.Dir, base: rec.LastEpoch, index: rec.Index}
+	f := &Flusher{dir: rec.Dir, index: rec.Index}
+	cfg.FirstEpoch = rec.LastEpoch + 1
 	c, err := coordinator.New(cfg, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, f)
 	if err != nil {
 		return nil, nil, err
