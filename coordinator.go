@@ -45,6 +45,72 @@
 //
 // See [Coordinator] for the invariants and the design choices behind them,
 // and the README for the guarantees in full.
+//
+// # When New does not compile
+//
+// New infers its type parameters from its arguments, so when two arguments
+// disagree the compiler reports a mismatch against a type it inferred from
+// another argument, not against the argument that is wrong. The common
+// messages (Go 1.26), for a Delta *Delta whose Freeze returns (Frozen,
+// Frozen, int), and a flusher *Store whose FlushDelta returns *Snap:
+//
+// A flusher with pointer-receiver methods passed by value:
+//
+//	in call to coordinator.New, type Store of Store{} does not match inferred type coordinator.Flusher[F, *Snap] for coordinator.Flusher[F, S]
+//
+// Pass a pointer: &Store{}.
+//
+// A snapshot of another type than FlushDelta returns: the snapshot
+// argument decides S, and the flusher is blamed for not matching it.
+//
+//	in call to coordinator.New, type *Store of &Store{} does not match inferred type coordinator.Flusher[Frozen, Snap] for coordinator.Flusher[F, S]
+//
+// Pass the type FlushDelta returns (&Snap{} here, not Snap{}); the same
+// message with map[string]string in place of Snap means a map was passed.
+//
+// A newDelta that returns the delta by value while its methods have pointer
+// receivers:
+//
+//	in call to coordinator.New, D (type Delta) does not satisfy coordinator.Delta[W, R, C, F, FV, DV] (method Apply has pointer receiver)
+//
+// Return a pointer: func NewDelta(int) *Delta.
+//
+// Freeze's first result is not exactly the type FlushDelta takes (here
+// FlushDelta takes map[string]string and Freeze returns Frozen, a named map
+// type): the Delta is blamed.
+//
+//	in call to coordinator.New, D (type *Delta) does not satisfy coordinator.Delta[W, R, C, F, FV, DV] (wrong type for method Freeze)
+//		have Freeze() (Frozen, Frozen, int)
+//		want Freeze() (F, FV, C)
+//
+// Use one type on both sides. The same "wrong type for method" message
+// names any method whose signature differs from [Delta]'s, such as an
+// EstimateSize returning int64.
+//
+// An initial context of another type than newDelta's parameter:
+//
+//	in call to coordinator.New, type int64 of version does not match inferred type int for C
+//
+// Convert it (int(version)); an untyped constant of the wrong kind reads
+// instead: cannot use "v1" (untyped string constant) as int value in
+// argument to coordinator.New.
+//
+// A newDelta that takes no context:
+//
+//	in call to coordinator.New, type func() *Delta of NewDelta does not match func(C) D (cannot infer D, W, R, C, F, FV, DV, and S)
+//
+// newDelta takes exactly one argument; use struct{} when nothing is carried
+// from one delta to the next.
+//
+// To have the compiler name the culprit directly, assert each
+// implementation on its own, with the types you mean:
+//
+//	var _ coordinator.Delta[Put, struct{}, int, Frozen, Frozen, map[string]string] = (*Delta)(nil)
+//	var _ coordinator.Flusher[Frozen, *Snap] = (*Store)(nil)
+//
+// Asserting Store{}, a flusher by value, then reports: Store does not
+// implement coordinator.Flusher[Frozen, *Snap] (method FlushDelta has
+// pointer receiver).
 package coordinator
 
 import (
