@@ -730,10 +730,25 @@ func Open(dir string) (*Recovery, error) {
 // flusher. It sets cfg.FirstEpoch to rec.LastEpoch+1, so epochs continue
 // where the recovered segments end. Start it with
 // [coordinator.Coordinator.Start]; after Stop, Close the flusher.
+//
+// After the coordinator failed, recover the same way: Stop it, Close the
+// flusher, Open the directory again and call NewKV with the new Recovery.
+// Open reads back exactly what the segments hold, so the coordinator's
+// in-memory state, which the failure left unknown, is never trusted.
 func NewKV(cfg coordinator.Config, rec *Recovery) (*KV, *Flusher, error) {
+	return newKV(cfg, rec, nil)
+}
+
+// newKV is NewKV with the flusher the coordinator calls wrapped by wrap,
+// if wrap is not nil; tests inject storage failures there.
+func newKV(cfg coordinator.Config, rec *Recovery, wrap func(*Flusher) coordinator.Flusher[*Frozen, *Index]) (*KV, *Flusher, error) {
 	f := &Flusher{dir: rec.Dir, index: rec.Index}
+	var fl coordinator.Flusher[*Frozen, *Index] = f
+	if wrap != nil {
+		fl = wrap(f)
+	}
 	cfg.FirstEpoch = rec.LastEpoch + 1
-	c, err := coordinator.New(cfg, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, f)
+	c, err := coordinator.New(cfg, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, fl)
 	if err != nil {
 		return nil, nil, err
 	}
