@@ -14,6 +14,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 )
 
 // ctResult is the outcome of a blocking call run on another goroutine.
@@ -155,45 +158,41 @@ func TestContractDurabilityOrdering(t *testing.T) {
 
 	ctx, canceled := t.Context(), canceledContext()
 	const writers, perWriter = 4, 10
-	errs := make(chan error, writers)
+	var eg errgroup.Group
 	for g := range writers {
-		go func() {
-			errs <- func() error {
-				for i := range perWriter {
-					key := fmt.Sprintf("g%d-%d", g, i)
-					h, err := ch.Write(ctx, w(key, uint64(i), 1))
-					if err != nil {
-						return fmt.Errorf("Write(%s) = %v", key, err)
-					}
-					if _, err := h.Wait(ctx, Durable); err != nil {
-						return fmt.Errorf("Wait(Durable) = %v", err)
-					}
-					e, _ := h.Epoch(ctx)
-					m := c.Watermarks()
-					if m.Durable < e || m.Written < m.Durable || m.Applied < m.Written {
-						return fmt.Errorf("Watermarks() = %+v after epoch %d became Durable", m, e)
-					}
-					// Lower levels are reached: waiting for them cannot block.
-					for _, lower := range []Durability{Applied, Written} {
-						if _, err := h.Wait(canceled, lower); err != nil {
-							return fmt.Errorf("Wait(%v) with a canceled context after Durable = %v", lower, err)
-						}
-					}
-					// The view announced by Written holds the write.
-					if v := c.View(); v.Written < e || v.Snapshot[key].value != uint64(i) {
-						return fmt.Errorf("View() after Durable: Written %d, row %+v; want >= %d with value %d",
-							v.Written, v.Snapshot[key], e, i)
+		eg.Go(func() error {
+			for i := range perWriter {
+				key := fmt.Sprintf("g%d-%d", g, i)
+				h, err := ch.Write(ctx, w(key, uint64(i), 1))
+				if err != nil {
+					return fmt.Errorf("Write(%s) = %v", key, err)
+				}
+				if _, err := h.Wait(ctx, Durable); err != nil {
+					return fmt.Errorf("Wait(Durable) = %v", err)
+				}
+				e, _ := h.Epoch(ctx)
+				m := c.Watermarks()
+				if m.Durable < e || m.Written < m.Durable || m.Applied < m.Written {
+					return fmt.Errorf("Watermarks() = %+v after epoch %d became Durable", m, e)
+				}
+				// Lower levels are reached: waiting for them cannot block.
+				for _, lower := range []Durability{Applied, Written} {
+					if _, err := h.Wait(canceled, lower); err != nil {
+						return fmt.Errorf("Wait(%v) with a canceled context after Durable = %v", lower, err)
 					}
 				}
-				return nil
-			}()
-		}()
+				// The view announced by Written holds the write.
+				if v := c.View(); v.Written < e || v.Snapshot[key].value != uint64(i) {
+					return fmt.Errorf("View() after Durable: Written %d, row %+v; want >= %d with value %d",
+						v.Written, v.Snapshot[key], e, i)
+				}
+			}
+			return nil
+		})
 	}
-	for range writers {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	var err error
+	within(t, "the writers", func() { err = eg.Wait() })
+	require.NoError(t, err)
 	if m := c.Watermarks(); m != (Watermarks{writers * perWriter, writers * perWriter, writers * perWriter}) {
 		t.Fatalf("Watermarks() = %+v; want all at %d", m, writers*perWriter)
 	}
@@ -723,40 +722,36 @@ func TestContractConcurrentBatchesAreContiguous(t *testing.T) {
 
 	const goroutines, batches, size = 4, 10, 5
 	ranges := make(chan EpochRange, goroutines*batches)
-	errs := make(chan error, goroutines)
+	var eg errgroup.Group
 	for g := range goroutines {
-		go func() {
-			errs <- func() error {
-				for b := range batches {
-					ws := make([]testWrite, size)
-					for i := range ws {
-						ws[i] = w(fmt.Sprintf("g%d-b%d-%d", g, b, i), uint64(i), 1)
-					}
-					bh, err := ch.WriteBatch(t.Context(), ws)
-					if err != nil {
-						return err
-					}
-					results, err := bh.Wait(t.Context(), Applied)
-					if err != nil {
-						return err
-					}
-					r, _ := bh.Epochs(t.Context())
-					for i, res := range results {
-						if res.Epoch != r.Start+uint64(i) || res.Err != nil {
-							return fmt.Errorf("batch %v: results[%d] = %+v", r, i, res)
-						}
-					}
-					ranges <- r
+		eg.Go(func() error {
+			for b := range batches {
+				ws := make([]testWrite, size)
+				for i := range ws {
+					ws[i] = w(fmt.Sprintf("g%d-b%d-%d", g, b, i), uint64(i), 1)
 				}
-				return nil
-			}()
-		}()
+				bh, err := ch.WriteBatch(t.Context(), ws)
+				if err != nil {
+					return err
+				}
+				results, err := bh.Wait(t.Context(), Applied)
+				if err != nil {
+					return err
+				}
+				r, _ := bh.Epochs(t.Context())
+				for i, res := range results {
+					if res.Epoch != r.Start+uint64(i) || res.Err != nil {
+						return fmt.Errorf("batch %v: results[%d] = %+v", r, i, res)
+					}
+				}
+				ranges <- r
+			}
+			return nil
+		})
 	}
-	for range goroutines {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	var err error
+	within(t, "the batch writers", func() { err = eg.Wait() })
+	require.NoError(t, err)
 	close(ranges)
 	covered := map[uint64]bool{}
 	for r := range ranges {
@@ -840,9 +835,7 @@ func TestContractCancelBlockedEpochAndFlush(t *testing.T) {
 		t.Fatalf("Epoch() after Start = %d; want 1", e)
 	}
 	// The canceled flush froze nothing.
-	if got := c.Stats().Flushes.Explicit; got != 0 {
-		t.Fatalf("Stats().Flushes.Explicit = %d after a canceled Flush; want 0", got)
-	}
+	require.Zero(t, c.Stats().Flushes.Explicit, "Stats().Flushes.Explicit after a canceled Flush")
 	stop(t, c)
 }
 

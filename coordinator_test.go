@@ -19,6 +19,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // refTryWrite queues wr on ch and fails the test if it is refused.
@@ -333,9 +335,7 @@ func TestFlushOnFlushInterval(t *testing.T) {
 			t.Fatalf("interval flush covered %v; want %v", events[0].epochs, want)
 		}
 		assertRows(t, f.storage.snapshot(), map[string]seqValue{"a": {0, 1}})
-		if got := c.Stats().Flushes.Interval; got != 1 {
-			t.Fatalf("Stats().Flushes.Interval = %d; want 1", got)
-		}
+		require.Equal(t, uint64(1), c.Stats().Flushes.Interval, "Stats().Flushes.Interval")
 		stop(t, c)
 	})
 }
@@ -359,9 +359,7 @@ func TestFlushWhenSizeThresholdExceeded(t *testing.T) {
 	refWait(t, h, Written)
 
 	refEventCount(t, f, 1)
-	if got := c.Stats().Flushes.Size; got != 1 {
-		t.Fatalf("Stats().Flushes.Size = %d; want 1", got)
-	}
+	require.Equal(t, uint64(1), c.Stats().Flushes.Size, "Stats().Flushes.Size")
 	stop(t, c)
 }
 
@@ -389,9 +387,7 @@ func TestAccumulateUntilThreshold(t *testing.T) {
 	if want := (EpochRange{1, 7}); events[0].epochs != want {
 		t.Fatalf("size flush covered %v; want %v", events[0].epochs, want)
 	}
-	if got := c.Stats().Flushes.Size; got != 1 {
-		t.Fatalf("Stats().Flushes.Size = %d; want 1", got)
-	}
+	require.Equal(t, uint64(1), c.Stats().Flushes.Size, "Stats().Flushes.Size")
 	stop(t, c)
 }
 
