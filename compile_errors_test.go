@@ -53,9 +53,15 @@ func TestNewCompileErrors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the go command")
 	}
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goCmd); err != nil {
-		t.Skipf("no go command beside this test's toolchain: %v", err)
+	// The messages depend on the compiler: use the go command only if it is
+	// the toolchain this test was built with.
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	version, err := exec.CommandContext(t.Context(), goCmd, "env", "GOVERSION").Output()
+	if err != nil || strings.TrimSpace(string(version)) != runtime.Version() {
+		t.Skipf("go command %s is %q, not this test's %s (%v)", goCmd, strings.TrimSpace(string(version)), runtime.Version(), err)
 	}
 	newDelta := "func NewDelta(version int) *Delta { return &Delta{m: map[string]string{}} }\n"
 	call := func(args string) string {
