@@ -24,9 +24,10 @@ const (
 	chartHeight = 4.5 * vg.Inch
 )
 
-// chartNote is the line under each chart's title: what ran, where and when.
+// chartNote is the two lines under each chart's title: what ran, where
+// and when.
 func chartNote(cfg config) string {
-	return fmt.Sprintf("each point one %v run · %s · %s/%s, %d CPUs · %s",
+	return fmt.Sprintf("one %v run per point, %s\n%s/%s, %d CPUs, %s",
 		cfg.duration, time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), runtime.Version())
 }
@@ -81,7 +82,7 @@ func writersChart(rows []result, note string) *plot.Plot {
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker = valueTicks(xs, strconv.Itoa)
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Legend.Top, p.Legend.Left = false, false // lines rise to the right
+	// The lines rise to the right: the top left corner stays clear.
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		panic(err) // only for arguments of the wrong type: a bug here
 	}
@@ -131,7 +132,7 @@ func costChart(rows []result, w workload, note string) *plot.Plot {
 	return p
 }
 
-// newChart returns a plot titled with title and, on a second line, note.
+// newChart returns a plot titled with title and, on the next lines, note.
 func newChart(title, note string) *plot.Plot {
 	p := plot.New()
 	p.Title.Text = title + "\n" + note
