@@ -35,7 +35,7 @@
 //	go run .          # 1s per cell
 //	go run . -quick   # a fast smoke run
 //	go run . -duration 3s -durable-writers 1,64,1024 -workloads durable
-//	go run . -duration 500ms -durable-writers 1,4,16,64,256 -charts charts
+//	go run . -duration 2s -durable-writers 1,4,16,64,256 -charts charts
 package main
 
 import (
