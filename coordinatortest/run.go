@@ -1,0 +1,719 @@
+package coordinatortest
+
+// This file holds Run and the driver that executes one workload against the
+// real coordinator and checks the store after every operation.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"runtime"
+	"time"
+
+	"github.com/groupcommit/coordinator"
+)
+
+// Run checks the Delta and Flusher that h opens against their contracts
+// (see the package documentation), with random workloads. It reports the
+// first broken contract through t.Fatalf, with the seed and the shortest
+// failing workload it found, and logs the seeds it ran otherwise.
+//
+// Run must be called from the test's goroutine. It starts and stops
+// coordinators, and a goroutine reading views while each one runs; nothing
+// it starts outlives it unless a call into the store hangs past [Timeout].
+func Run[W, R, C, F, FV, DV, S, M any](t TB, h Harness[W, R, C, F, FV, DV, S, M], opts ...Option) {
+	t.Helper()
+	if h.Open == nil || h.Write == nil || h.Read == nil {
+		t.Fatalf("coordinatortest: Harness needs Open, Write and Read")
+		return
+	}
+	if (h.Init == nil) != (h.Apply == nil) {
+		t.Fatalf("coordinatortest: Harness needs both Init and Apply, or neither")
+		return
+	}
+	o := buildOptions(opts)
+	base := o.seed
+	if !o.seeded {
+		base = rand.Uint64()
+	}
+	tmp := t.TempDir()
+	exec := func(wl workload[W]) *failure { return execute(h, o, tmp, wl) }
+	for i := range o.iterations {
+		seed := base + uint64(i)
+		wl := generate(seed, o.steps, o.faults, h.Write)
+		f := exec(wl)
+		if f == nil {
+			continue
+		}
+		small, sf := shrink(wl, f, exec, o.shrink)
+		t.Fatalf("%s", report(seed, len(wl.ops), small, sf))
+		return
+	}
+	t.Logf("coordinatortest: %d workloads of %d operations passed (seeds %#x to %#x)", o.iterations, o.steps, base, base+uint64(o.iterations)-1)
+}
+
+func report[W any](seed uint64, original int, wl workload[W], f *failure) string {
+	where := "when opening the empty store"
+	switch {
+	case f.op == atFinal:
+		where = "at the final Stop and reopen"
+	case f.op >= 0 && f.op < len(wl.ops):
+		where = fmt.Sprintf("during operation %d: %v", f.op, wl.ops[f.op])
+	}
+	return fmt.Sprintf("coordinatortest: %s: %s\n%s\nseed %#x (replay with -coordinatortest.seed=%#x or coordinatortest.Seed(%#x))\nshortest failing workload found (%d of %d operations):\n%v",
+		f.contract, f.detail, where, seed, seed, seed, len(wl.ops), original, wl)
+}
+
+// shrink removes operations from a failing workload for as long as it keeps
+// failing the same contract, within budget.
+func shrink[W any](wl workload[W], f *failure, exec func(workload[W]) *failure, budget time.Duration) (workload[W], *failure) {
+	deadline := time.Now().Add(budget)
+	for chunk := len(wl.ops) / 2; chunk >= 1; {
+		removed := false
+		for start := 0; start < len(wl.ops); start += chunk {
+			if time.Now().After(deadline) {
+				return wl, f
+			}
+			cand := workload[W]{first: wl.first}
+			cand.ops = append(cand.ops, wl.ops[:start]...)
+			cand.ops = append(cand.ops, wl.ops[min(start+chunk, len(wl.ops)):]...)
+			if cf := exec(cand); cf != nil && cf.contract == f.contract {
+				wl, f, removed = cand, cf, true
+				start -= chunk
+			}
+		}
+		if !removed {
+			chunk /= 2
+		}
+	}
+	return wl, f
+}
+
+// record is a write the coordinator applied.
+type record[W any] struct {
+	w        W
+	rejected bool
+}
+
+// pending is a write or batch waiting for its epochs.
+type pending[W, R any] struct {
+	ws    []W
+	one   *coordinator.WriteHandle[R]
+	batch *coordinator.BatchHandle[R]
+}
+
+type frozenKey struct {
+	epochs  coordinator.EpochRange
+	written uint64
+}
+
+// runner executes one workload.
+type runner[W, R, C, F, FV, DV, S, M any] struct {
+	h   Harness[W, R, C, F, FV, DV, S, M]
+	o   options
+	dir string
+	w   *watch
+
+	hist    map[uint64]record[W] // every applied write still in the store's history
+	applied uint64               // the last epoch applied
+	durable uint64               // the last epoch acknowledged Durable
+	clean   bool                 // the last coordinator stopped without error
+	frozen  map[frozenKey]M      // readings of frozen layers, to see them change
+
+	// The current era: one store and its coordinator.
+	store      *Store[W, R, C, F, FV, DV, S]
+	c          *coordinator.Coordinator[W, R, FV, DV, S]
+	era        eraConfig
+	first      uint64
+	paused     []bool
+	queued     [][]pending[W, R]
+	empty      DV
+	readerStop chan struct{}
+	readerDone chan struct{}
+}
+
+func execute[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], o options, tmp string, wl workload[W]) (f *failure) {
+	dir, err := os.MkdirTemp(tmp, "store-")
+	if err != nil {
+		return &failure{contract: "setup", detail: err.Error(), op: atFirstOpen}
+	}
+	defer os.RemoveAll(dir)
+	r := &runner[W, R, C, F, FV, DV, S, M]{
+		h: h, o: o, dir: dir, w: &watch{},
+		hist: map[uint64]record[W]{}, clean: true, frozen: map[frozenKey]M{},
+	}
+	defer func() {
+		if f != nil {
+			r.abandon()
+		}
+	}()
+	r.w.setOp(atFirstOpen)
+	if f := r.open(wl.first); f != nil {
+		return f
+	}
+	for i, o := range wl.ops {
+		r.w.setOp(i)
+		if f := r.do(o); f != nil {
+			return r.located(f, i)
+		}
+		if f := r.w.first(); f != nil {
+			return f
+		}
+		if f := r.check(); f != nil {
+			return r.located(f, i)
+		}
+	}
+	r.w.setOp(atFinal)
+	if f := r.restart(false, r.era); f != nil {
+		return r.located(f, atFinal)
+	}
+	return r.located(r.shutdown(false), atFinal)
+}
+
+func (r *runner[W, R, C, F, FV, DV, S, M]) located(f *failure, op int) *failure {
+	if f == nil {
+		return nil
+	}
+	if wf := r.w.first(); wf != nil {
+		return wf // a wrapper saw the cause first
+	}
+	f.op = op
+	return f
+}
+
+func (r *runner[W, R, C, F, FV, DV, S, M]) fail(contract, format string, args ...any) *failure {
+	return &failure{contract: contract, detail: fmt.Sprintf(format, args...)}
+}
+
+// ctx returns a context bounding one blocking call.
+func (r *runner[W, R, C, F, FV, DV, S, M]) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), r.o.timeout)
+}
+
+// callFailed turns the error of a coordinator call into a failure: a hang,
+// a flusher failure, or something else.
+func (r *runner[W, R, C, F, FV, DV, S, M]) callFailed(call string, err error) *failure {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return r.fail("liveness", "%s did not return within %v (a Delta or Flusher call that blocks holds the whole pipeline)\n%s", call, r.o.timeout, goroutines())
+	}
+	var fe *coordinator.FlushError
+	if errors.As(err, &fe) {
+		return r.fail("Flusher", "%s failed: %v%s", call, err, r.retryHint())
+	}
+	var pe *coordinator.PanicError
+	if errors.As(err, &pe) {
+		return r.fail("panic", "%s failed: %s panicked: %v\n%s", call, pe.Op, pe.Value, pe.Stack)
+	}
+	return r.fail("coordinator", "%s failed: %v", call, err)
+}
+
+// retryHint names the flusher calls the kit failed after they had
+// succeeded, which a failure may come from.
+func (r *runner[W, R, C, F, FV, DV, S, M]) retryHint() string {
+	acks := r.w.acks()
+	if len(acks) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (the kit failed FlushDelta after it had written epochs %v, and the coordinator retried it: FlushDelta must be safe to call again with the same delta)", acks)
+}
+
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// open opens the store in r.dir, starts a coordinator on it and checks what
+// it recovered.
+func (r *runner[W, R, C, F, FV, DV, S, M]) open(era eraConfig) *failure {
+	st, err := r.h.Open(r.dir)
+	if err != nil {
+		return r.fail("Open", "opening the store again failed: %v%s", err, r.retryHint())
+	}
+	if st == nil || st.NewDelta == nil || st.Flusher == nil {
+		return r.fail("Open", "Open returned a Store without NewDelta or Flusher")
+	}
+	r.store, r.era = st, era
+	r.first = st.LastEpoch + 1
+	cfg := era.config()
+	cfg.FirstEpoch = r.first
+	r.w.startEra(r.first)
+	c, err := coordinator.New(cfg, wrapNewDelta(r.w, st.NewDelta), st.Initial, st.Snapshot, coordinator.Flusher[F, S](&checkedFlusher[F, S]{f: st.Flusher, w: r.w}))
+	if err != nil {
+		return r.fail("Open", "coordinator.New with FirstEpoch %d = %v", r.first, err)
+	}
+	r.c = c
+	r.empty = st.NewDelta(st.Initial).Reader()
+	r.paused = make([]bool, era.channels)
+	r.queued = make([][]pending[W, R], era.channels)
+	if f := r.checkRecovered(st.LastEpoch); f != nil {
+		return f
+	}
+	c.Start()
+	r.readerStop, r.readerDone = make(chan struct{}), make(chan struct{})
+	go r.readLoop(c, r.readerStop, r.readerDone)
+	return nil
+}
+
+// readLoop reads views while the workload writes, so that the race
+// detector sees Read (and so Reader) run concurrently with Apply.
+func (r *runner[W, R, C, F, FV, DV, S, M]) readLoop(c *coordinator.Coordinator[W, R, FV, DV, S], stop, done chan struct{}) {
+	defer close(done)
+	defer func() {
+		if p := recover(); p != nil {
+			r.w.fail("Reader", "Read panicked on a view read while writes were applied: %v", p)
+		}
+	}()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		_, _ = r.h.Read(c.View()) // errors are allowed: the view may be stale
+		runtime.Gosched()
+	}
+}
+
+func (r *runner[W, R, C, F, FV, DV, S, M]) stopReader() {
+	if r.readerStop != nil {
+		close(r.readerStop)
+		<-r.readerDone
+		r.readerStop = nil
+	}
+}
+
+// model returns the model over the epochs up to last, with the epochs in
+// twice applied a second time right after them (a delta written twice).
+func (r *runner[W, R, C, F, FV, DV, S, M]) model(last uint64, twice coordinator.EpochRange) M {
+	m := r.h.Init()
+	apply := func(from, to uint64) {
+		for e := from; e <= to; e++ {
+			if rec, ok := r.hist[e]; ok && !rec.rejected {
+				m = r.h.Apply(m, rec.w)
+			}
+		}
+	}
+	if twice.Len() > 0 && twice.Last() <= last {
+		apply(1, twice.Last())
+		apply(twice.Start, twice.Last())
+		apply(twice.End, last)
+	} else {
+		apply(1, last)
+	}
+	return m
+}
+
+func (r *runner[W, R, C, F, FV, DV, S, M]) equal(a, b M) bool {
+	if r.h.Equal != nil {
+		return r.h.Equal(a, b)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// explain says what a wrong reading of the epochs up to last looks like:
+// a delta written twice by a retry, or a shorter or longer prefix. It
+// returns the contract to blame when it is retry safety.
+func (r *runner[W, R, C, F, FV, DV, S, M]) explain(got M, last uint64, contract string) (string, string) {
+	for _, a := range r.w.acks() {
+		if a.Last() <= last && r.equal(got, r.model(last, a)) {
+			return "FlushDelta retry", fmt.Sprintf("; it holds the writes of epochs %v twice: the kit failed FlushDelta(%v) after it had returned success, and the retry wrote them again. FlushDelta must be safe to call again with the same delta", a, a)
+		}
+	}
+	for p := r.applied; ; p-- {
+		if p != last && r.equal(got, r.model(p, coordinator.EpochRange{})) {
+			return contract, fmt.Sprintf("; it holds exactly the writes of epochs through %d", p)
+		}
+		if p == 0 {
+			return contract, ""
+		}
+	}
+}
+
+func short(v any) string {
+	s := fmt.Sprintf("%+v", v)
+	if len(s) > 600 {
+		s = s[:600] + "…"
+	}
+	return s
+}
+
+// checkRecovered checks what an opened store holds, before any write.
+func (r *runner[W, R, C, F, FV, DV, S, M]) checkRecovered(last uint64) *failure {
+	switch {
+	case last < r.durable:
+		return r.fail("durability", "the reopened store holds epochs through %d, but epoch %d was acknowledged Durable: FlushStorage must make every delta written before it durable", last, r.durable)
+	case last > r.applied:
+		return r.fail("Store.LastEpoch", "the reopened store reports LastEpoch %d, but only epochs through %d were ever applied", last, r.applied)
+	case r.clean && last != r.applied:
+		return r.fail("durability", "the previous coordinator stopped cleanly, so every write through epoch %d was written and synced, but the reopened store reports LastEpoch %d", r.applied, last)
+	}
+	if r.h.Init != nil {
+		got, err := r.h.Read(r.c.View())
+		if err != nil {
+			return r.fail("Read", "reading the reopened store: %v", err)
+		}
+		if want := r.model(last, coordinator.EpochRange{}); !r.equal(got, want) {
+			contract, why := r.explain(got, last, "reopen")
+			return r.fail(contract, "the reopened store, reporting LastEpoch %d, reads %s; want the model over epochs through %d: %s%s (a store continues its epochs: Store.LastEpoch must be the last epoch it holds, and Config.FirstEpoch starts the next coordinator after it)", last, short(got), last, short(want), why)
+		}
+	}
+	// Writes past what the store kept are gone; the next coordinator gives
+	// their epochs to new writes.
+	for e := range r.hist {
+		if e > last {
+			delete(r.hist, e)
+		}
+	}
+	r.applied = last
+	clear(r.frozen)
+	return nil
+}
+
+// check reads the view layer by layer after an operation.
+func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
+	if m := r.c.Watermarks(); m.Applied != r.applied {
+		return r.fail("coordinator", "the applied watermark is %d, but the last epoch the kit saw applied is %d", m.Applied, r.applied)
+	}
+	var (
+		l   layers[FV, DV, S, M]
+		err error
+	)
+	for range 100 {
+		if l, err = r.readLayers(); err == nil {
+			break
+		}
+		runtime.Gosched()
+	}
+	if err != nil {
+		return r.fail("Read", "reading the view failed: %v", err)
+	}
+	v := l.v
+	if v.Err != nil {
+		return r.fail("coordinator", "the coordinator failed: %v%s", v.Err, r.retryHint())
+	}
+	if r.h.Init != nil {
+		if want := r.model(v.Written, coordinator.EpochRange{}); !r.equal(l.snap, want) {
+			contract, why := r.explain(l.snap, v.Written, "FlushDelta snapshot")
+			return r.fail(contract, "the snapshot of epochs through %d (View.Written) reads %s; want %s%s; FlushDelta must return a snapshot holding every delta written so far, once each",
+				v.Written, short(l.snap), short(want), why)
+		}
+	}
+	for i := len(v.Frozen) - 1; i >= 0; i-- {
+		fd := v.Frozen[i]
+		key := frozenKey{fd.Epochs, v.Written}
+		got := l.frozen[i]
+		if before, ok := r.frozen[key]; ok && !r.equal(before, got) {
+			return r.fail("Freeze", "the frozen view of epochs %v read %s when it was frozen, and %s once later writes (through epoch %d) were applied to the next delta: a frozen view must not share state with the next delta",
+				fd.Epochs, short(before), short(got), r.applied)
+		}
+		r.frozen[key] = got
+		if r.h.Init == nil {
+			continue
+		}
+		if want := r.model(fd.Epochs.Last(), coordinator.EpochRange{}); !r.equal(got, want) {
+			return r.fail("Freeze", "the frozen view of epochs %v, over the snapshot, reads %s; want %s: Freeze must return a view of exactly the delta's writes",
+				fd.Epochs, short(got), short(want))
+		}
+	}
+	if r.h.Init == nil {
+		return nil
+	}
+	if want := r.model(r.applied, coordinator.EpochRange{}); !r.equal(l.full, want) {
+		liveStart := v.Written + 1
+		if len(v.Frozen) > 0 {
+			liveStart = v.Frozen[0].Epochs.End
+		}
+		if liveStart > r.first {
+			return r.fail("Freeze context", "the view reads %s; want %s. The older layers read correctly, so the live delta (epochs %d to %d) is wrong; it was created from the context the previous Freeze returned: if the delta needs what came before (IDs, dictionaries, sequence numbers), Freeze must carry it in that context, and the Reader must show every write applied",
+				short(l.full), short(want), liveStart, r.applied)
+		}
+		return r.fail("Reader", "the view reads %s; want %s. The older layers read correctly, so the live delta's Reader (epochs %d to %d) does not show the writes applied to it",
+			short(l.full), short(want), liveStart, r.applied)
+	}
+	return nil
+}
+
+// layers is a view read whole and in parts.
+type layers[FV, DV, S, M any] struct {
+	v          *coordinator.View[FV, DV, S]
+	full, snap M   // the whole view; its snapshot alone
+	frozen     []M // frozen[i] reads Frozen[i:] over the snapshot
+}
+
+// readLayers reads the latest view whole, its snapshot alone, and its
+// frozen deltas over its snapshot.
+func (r *runner[W, R, C, F, FV, DV, S, M]) readLayers() (l layers[FV, DV, S, M], err error) {
+	v := r.c.View()
+	l.v = v
+	if l.full, err = r.h.Read(v); err != nil {
+		return l, err
+	}
+	base := coordinator.View[FV, DV, S]{Current: r.empty, Snapshot: v.Snapshot, LastWritten: v.LastWritten, Written: v.Written, Err: v.Err}
+	if l.snap, err = r.h.Read(&base); err != nil {
+		return l, err
+	}
+	l.frozen = make([]M, len(v.Frozen))
+	for i := range v.Frozen {
+		layer := base
+		layer.Frozen = v.Frozen[i:]
+		if l.frozen[i], err = r.h.Read(&layer); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+// do performs one operation.
+func (r *runner[W, R, C, F, FV, DV, S, M]) do(o op[W]) *failure {
+	ch := o.ch % r.era.channels
+	switch o.kind {
+	case opWrite, opBatch:
+		return r.write(ch, o.ws, o.kind == opBatch)
+	case opPause:
+		r.c.Channel(channelName(ch)).Pause()
+		r.paused[ch] = true
+	case opResume:
+		r.c.Channel(channelName(ch)).Resume()
+		r.paused[ch] = false
+		return r.resolve(ch, false)
+	case opFlush:
+		ctx, cancel := r.ctx()
+		defer cancel()
+		e, err := r.c.Flush(ctx, o.level)
+		if err != nil {
+			return r.callFailed(fmt.Sprintf("Flush(%v)", o.level), err)
+		}
+		if o.level == coordinator.Durable {
+			r.durable = max(r.durable, e)
+		}
+	case opWait:
+		if r.applied < r.first {
+			return nil // nothing applied by this coordinator yet
+		}
+		ctx, cancel := r.ctx()
+		defer cancel()
+		if err := r.c.WaitFor(ctx, o.level, r.applied); err != nil {
+			return r.callFailed(fmt.Sprintf("WaitFor(%v, %d)", o.level, r.applied), err)
+		}
+		if o.level == coordinator.Durable {
+			r.durable = max(r.durable, r.applied)
+		}
+	case opFreezeOver:
+		return r.freezeOver(ch, o.ws)
+	case opFault:
+		r.w.arm(o.fault, 1)
+	case opFatal:
+		return r.fatal(o.era)
+	case opRestart, opCrash:
+		return r.restart(o.kind == opCrash, o.era)
+	}
+	return nil
+}
+
+func (r *runner[W, R, C, F, FV, DV, S, M]) write(ch int, ws []W, batch bool) *failure {
+	if r.paused[ch] && len(r.queued[ch]) >= pausedLimit {
+		return nil // keep the paused queue from filling up
+	}
+	ctx, cancel := r.ctx()
+	defer cancel()
+	c := r.c.Channel(channelName(ch))
+	p := pending[W, R]{ws: ws}
+	var err error
+	if batch {
+		p.batch, err = c.WriteBatch(ctx, ws)
+	} else {
+		p.one, err = c.Write(ctx, ws[0])
+	}
+	if err != nil {
+		return r.callFailed("Write", err)
+	}
+	r.queued[ch] = append(r.queued[ch], p)
+	if r.paused[ch] {
+		return nil
+	}
+	return r.resolve(ch, false)
+}
+
+// resolve waits for the epochs of the writes queued on ch and records them.
+// With lenient, writes that were never applied are dropped silently (the
+// coordinator failed or was aborted).
+func (r *runner[W, R, C, F, FV, DV, S, M]) resolve(ch int, lenient bool) *failure {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	for _, p := range r.queued[ch] {
+		if p.one != nil {
+			e, err := p.one.Epoch(ctx)
+			var ae *coordinator.ApplyError
+			switch {
+			case err == nil || errors.As(err, &ae):
+				r.add(e, p.ws[0], err != nil)
+			case errors.Is(err, context.DeadlineExceeded):
+				return r.callFailed("waiting for a write to be applied", err)
+			case !lenient:
+				return r.callFailed("Write", err)
+			}
+			continue
+		}
+		rg, err := p.batch.Epochs(ctx)
+		switch {
+		case err == nil:
+			res, err := p.batch.Wait(ctx, coordinator.Applied)
+			if err != nil {
+				return r.callFailed("WriteBatch", err)
+			}
+			for i, x := range res {
+				r.add(rg.Start+uint64(i), p.ws[i], x.Err != nil)
+			}
+		case errors.Is(err, context.DeadlineExceeded):
+			return r.callFailed("waiting for a batch to be applied", err)
+		case !lenient:
+			return r.callFailed("WriteBatch", err)
+		}
+	}
+	r.queued[ch] = r.queued[ch][:0]
+	return nil
+}
+
+func (r *runner[W, R, C, F, FV, DV, S, M]) add(e uint64, w W, rejected bool) {
+	r.hist[e] = record[W]{w: w, rejected: rejected}
+	r.applied = max(r.applied, e)
+}
+
+// freezeOver freezes the live delta with the flusher held back, so that the
+// frozen delta stays in the view while the next delta takes writes.
+func (r *runner[W, R, C, F, FV, DV, S, M]) freezeOver(ch int, ws []W) *failure {
+	for range r.era.channels {
+		if !r.paused[ch] {
+			break
+		}
+		ch = (ch + 1) % r.era.channels
+	}
+	if r.paused[ch] {
+		return nil
+	}
+	ctx, cancel := r.ctx()
+	defer cancel()
+	// An idle flusher first, so that the flush queue has room for the
+	// frozen delta and for what size-based freezes add while it is held.
+	if _, err := r.c.Flush(ctx, coordinator.Written); err != nil {
+		return r.callFailed("Flush(Written)", err)
+	}
+	r.w.hold()
+	defer r.w.release()
+	if _, err := r.c.Flush(ctx, coordinator.Applied); err != nil {
+		return r.callFailed("Flush(Applied) with the flusher held", err)
+	}
+	if f := r.check(); f != nil {
+		return f
+	}
+	// Each write may freeze one more delta (FlushSize); the flush queue
+	// holds MaxPendingFlushes beside the held one.
+	for _, w := range ws[:min(len(ws), r.era.pending)] {
+		if f := r.write(ch, []W{w}, false); f != nil {
+			return f
+		}
+	}
+	return r.check()
+}
+
+// fatal makes FlushDelta fail on every attempt, so that the coordinator
+// fails, checks the failed view, and reopens.
+func (r *runner[W, R, C, F, FV, DV, S, M]) fatal(era eraConfig) *failure {
+	r.w.arm(faultAfterDelta, retryAttempts)
+	ctx, cancel := r.ctx()
+	defer cancel()
+	_, err := r.c.Flush(ctx, coordinator.Written)
+	switch {
+	case err == nil:
+		r.w.arm(0, 0) // nothing was left to write
+		return r.restart(false, era)
+	case errors.Is(err, context.DeadlineExceeded):
+		return r.callFailed("Flush(Written) with FlushDelta failing", err)
+	case !errors.Is(err, errInjected):
+		return r.callFailed("Flush(Written) with FlushDelta failing", err)
+	}
+	v := r.c.View()
+	if v.Err == nil {
+		return r.fail("coordinator", "Flush(Written) failed with %v, but the view has no Err", err)
+	}
+	if r.h.Init != nil {
+		got, err := r.h.Read(v)
+		if err != nil {
+			return r.fail("Read", "reading the failed view: %v", err)
+		}
+		if want := r.model(v.Written, coordinator.EpochRange{}); !r.equal(got, want) {
+			return r.fail("FlushDelta snapshot", "the failed view, whose snapshot holds epochs through %d, reads %s; want %s", v.Written, short(got), short(want))
+		}
+	}
+	return r.restart(false, era)
+}
+
+// restart stops (or crashes) the store and opens it again with era.
+func (r *runner[W, R, C, F, FV, DV, S, M]) restart(crash bool, era eraConfig) *failure {
+	if f := r.shutdown(crash); f != nil {
+		return f
+	}
+	return r.open(era)
+}
+
+// shutdown stops the coordinator and releases the store. A crash aborts the
+// coordinator first and calls Store.Crash.
+func (r *runner[W, R, C, F, FV, DV, S, M]) shutdown(crash bool) *failure {
+	r.stopReader()
+	failed := r.c.Err() != nil
+	if crash {
+		r.c.Abort()
+	}
+	ctx, cancel := r.ctx()
+	defer cancel()
+	err := r.c.Stop(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return r.callFailed("Stop", err)
+	}
+	if err != nil && !crash && !failed {
+		return r.callFailed("Stop", err)
+	}
+	for ch := range r.queued {
+		if f := r.resolve(ch, true); f != nil {
+			return f
+		}
+	}
+	r.clean = err == nil
+	if r.clean {
+		r.durable = r.applied // Stop wrote and synced everything
+	}
+	st := r.store
+	r.store, r.c = nil, nil
+	r.w.arm(0, 0)
+	release, what := st.Close, "Close"
+	if crash && st.Crash != nil {
+		release, what = st.Crash, "Crash"
+	}
+	if release != nil {
+		if err := release(); err != nil {
+			return r.fail("Store."+what, "%v", err)
+		}
+	}
+	return nil
+}
+
+// abandon releases what a failed workload left running.
+func (r *runner[W, R, C, F, FV, DV, S, M]) abandon() {
+	r.stopReader()
+	r.w.release()
+	if r.c == nil {
+		return
+	}
+	r.c.Abort()
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := r.c.Stop(ctx); errors.Is(err, context.DeadlineExceeded) {
+		return // the store is stuck; leave it rather than hang
+	}
+	if r.store.Close != nil {
+		_ = r.store.Close()
+	}
+}
