@@ -4,13 +4,17 @@ package coordinatortest
 // real coordinator and checks the store after every operation.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/groupcommit/coordinator"
@@ -246,6 +250,9 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) open(era eraConfig) *failure {
 	}
 	r.c = c
 	r.empty = st.NewDelta(st.Initial).Reader()
+	r.w.mu.Lock()
+	r.w.onFreeze = r.freezeHook(c, r.empty)
+	r.w.mu.Unlock()
 	r.paused = make([]bool, era.channels)
 	r.queued = make([][]pending[W, R], era.channels)
 	if f := r.checkRecovered(st.LastEpoch); f != nil {
@@ -255,6 +262,39 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) open(era eraConfig) *failure {
 	r.readerStop, r.readerDone = make(chan struct{}), make(chan struct{})
 	go r.readLoop(c, r.readerStop, r.readerDone)
 	return nil
+}
+
+// freezeHook returns the watch's onFreeze for coordinator c: it reads a
+// frozen view over the view of the moment, before the coordinator publishes
+// it, and returns a check that reads the same layers again and fails if
+// they read differently. It runs on the coordinator goroutine, and the
+// check on the flusher goroutine.
+func (r *runner[W, R, C, F, FV, DV, S, M]) freezeHook(c *coordinator.Coordinator[W, R, FV, DV, S], empty DV) func(any) func() {
+	read, equal := r.h.Read, r.equal
+	return func(x any) func() {
+		fv := x.(FV)
+		v := c.View()
+		if v.Err != nil {
+			return nil
+		}
+		stack := coordinator.View[FV, DV, S]{
+			Current:  empty,
+			Frozen:   append([]coordinator.FrozenDelta[FV]{{View: fv}}, v.Frozen...),
+			Snapshot: v.Snapshot,
+			Written:  v.Written,
+		}
+		before, err := read(&stack)
+		if err != nil {
+			return nil
+		}
+		return func() {
+			after, err := read(&stack)
+			if err == nil && !equal(before, after) {
+				r.w.fail("Freeze", "a frozen view, over the snapshot of epochs through %d, read %s when Freeze returned it, and %s when its delta reached FlushDelta, after the next delta had been created and taken writes: a frozen view must not share state with the next delta",
+					v.Written, short(before), short(after))
+			}
+		}
+	}
 }
 
 // readLoop reads views while the workload writes, so that the race
@@ -285,23 +325,34 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) stopReader() {
 	}
 }
 
-// model returns the model over the epochs up to last, with the epochs in
-// twice applied a second time right after them (a delta written twice).
-func (r *runner[W, R, C, F, FV, DV, S, M]) model(last uint64, twice coordinator.EpochRange) M {
+// model returns the model over the epochs up to last.
+func (r *runner[W, R, C, F, FV, DV, S, M]) model(last uint64) M {
+	return r.modelRepeating(last, nil)
+}
+
+// modelRepeating returns the model over the epochs up to last, where the
+// writes of each range in repeats are applied as many times as it says,
+// the copies right after each other (a delta written again by a retry).
+func (r *runner[W, R, C, F, FV, DV, S, M]) modelRepeating(last uint64, repeats map[coordinator.EpochRange]int) M {
+	ends := map[uint64]coordinator.EpochRange{}
+	for rg := range repeats {
+		ends[rg.Last()] = rg
+	}
 	m := r.h.Init()
-	apply := func(from, to uint64) {
-		for e := from; e <= to; e++ {
-			if rec, ok := r.hist[e]; ok && !rec.rejected {
-				m = r.h.Apply(m, rec.w)
-			}
+	apply := func(e uint64) {
+		if rec, ok := r.hist[e]; ok && !rec.rejected {
+			m = r.h.Apply(m, rec.w)
 		}
 	}
-	if twice.Len() > 0 && twice.Last() <= last {
-		apply(1, twice.Last())
-		apply(twice.Start, twice.Last())
-		apply(twice.End, last)
-	} else {
-		apply(1, last)
+	for e := uint64(1); e <= last; e++ {
+		apply(e)
+		if rg, ok := ends[e]; ok {
+			for range repeats[rg] - 1 {
+				for x := rg.Start; x <= rg.Last(); x++ {
+					apply(x)
+				}
+			}
+		}
 	}
 	return m
 }
@@ -317,19 +368,26 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) equal(a, b M) bool {
 // a delta written twice by a retry, or a shorter or longer prefix. It
 // returns the contract to blame when it is retry safety.
 func (r *runner[W, R, C, F, FV, DV, S, M]) explain(got M, last uint64, contract string) (string, string) {
-	for _, a := range r.w.acks() {
-		if a.Last() <= last && r.equal(got, r.model(last, a)) {
-			return "FlushDelta retry", fmt.Sprintf("; it holds the writes of epochs %v twice: the kit failed FlushDelta(%v) after it had returned success, and the retry wrote them again. FlushDelta must be safe to call again with the same delta", a, a)
-		}
+	if rw := r.w.rewritten(); len(rw) > 0 && r.equal(got, r.modelRepeating(last, rw)) {
+		return "FlushDelta retry", fmt.Sprintf("; it holds the writes of some epochs more than once: the user's FlushDelta returned success for epochs %s (the kit failed some of those calls after they had returned, as a lost acknowledgement would, so the coordinator called again) and each call wrote them again. FlushDelta must be safe to call again with the same delta", rangeCounts(rw))
 	}
 	for p := r.applied; ; p-- {
-		if p != last && r.equal(got, r.model(p, coordinator.EpochRange{})) {
+		if p != last && r.equal(got, r.model(p)) {
 			return contract, fmt.Sprintf("; it holds exactly the writes of epochs through %d", p)
 		}
 		if p == 0 {
 			return contract, ""
 		}
 	}
+}
+
+func rangeCounts(m map[coordinator.EpochRange]int) string {
+	ranges := slices.SortedFunc(maps.Keys(m), func(a, b coordinator.EpochRange) int { return cmp.Compare(a.Start, b.Start) })
+	parts := make([]string, len(ranges))
+	for i, rg := range ranges {
+		parts[i] = fmt.Sprintf("%v %d times", rg, m[rg])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func short(v any) string {
@@ -342,23 +400,27 @@ func short(v any) string {
 
 // checkRecovered checks what an opened store holds, before any write.
 func (r *runner[W, R, C, F, FV, DV, S, M]) checkRecovered(last uint64) *failure {
-	switch {
-	case last < r.durable:
-		return r.fail("durability", "the reopened store holds epochs through %d, but epoch %d was acknowledged Durable: FlushStorage must make every delta written before it durable", last, r.durable)
-	case last > r.applied:
+	if last > r.applied {
 		return r.fail("Store.LastEpoch", "the reopened store reports LastEpoch %d, but only epochs through %d were ever applied", last, r.applied)
-	case r.clean && last != r.applied:
-		return r.fail("durability", "the previous coordinator stopped cleanly, so every write through epoch %d was written and synced, but the reopened store reports LastEpoch %d", r.applied, last)
 	}
 	if r.h.Init != nil {
 		got, err := r.h.Read(r.c.View())
 		if err != nil {
 			return r.fail("Read", "reading the reopened store: %v", err)
 		}
-		if want := r.model(last, coordinator.EpochRange{}); !r.equal(got, want) {
+		if want := r.model(last); !r.equal(got, want) {
 			contract, why := r.explain(got, last, "reopen")
-			return r.fail(contract, "the reopened store, reporting LastEpoch %d, reads %s; want the model over epochs through %d: %s%s (a store continues its epochs: Store.LastEpoch must be the last epoch it holds, and Config.FirstEpoch starts the next coordinator after it)", last, short(got), last, short(want), why)
+			if contract == "reopen" {
+				why += " (a store continues its epochs: Store.LastEpoch must be the last epoch it holds, and Config.FirstEpoch starts the next coordinator after it)"
+			}
+			return r.fail(contract, "the reopened store, reporting LastEpoch %d, reads %s; want the model over epochs through %d: %s%s", last, short(got), last, short(want), why)
 		}
+	}
+	switch {
+	case last < r.durable:
+		return r.fail("durability", "the reopened store holds epochs through %d, but epoch %d was acknowledged Durable: FlushStorage must make every delta written before it durable", last, r.durable)
+	case r.clean && last != r.applied:
+		return r.fail("durability", "the previous coordinator stopped cleanly, so every write through epoch %d was written and synced, but the reopened store reports LastEpoch %d", r.applied, last)
 	}
 	// Writes past what the store kept are gone; the next coordinator gives
 	// their epochs to new writes.
@@ -395,7 +457,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
 		return r.fail("coordinator", "the coordinator failed: %v%s", v.Err, r.retryHint())
 	}
 	if r.h.Init != nil {
-		if want := r.model(v.Written, coordinator.EpochRange{}); !r.equal(l.snap, want) {
+		if want := r.model(v.Written); !r.equal(l.snap, want) {
 			contract, why := r.explain(l.snap, v.Written, "FlushDelta snapshot")
 			return r.fail(contract, "the snapshot of epochs through %d (View.Written) reads %s; want %s%s; FlushDelta must return a snapshot holding every delta written so far, once each",
 				v.Written, short(l.snap), short(want), why)
@@ -413,7 +475,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
 		if r.h.Init == nil {
 			continue
 		}
-		if want := r.model(fd.Epochs.Last(), coordinator.EpochRange{}); !r.equal(got, want) {
+		if want := r.model(fd.Epochs.Last()); !r.equal(got, want) {
 			return r.fail("Freeze", "the frozen view of epochs %v, over the snapshot, reads %s; want %s: Freeze must return a view of exactly the delta's writes",
 				fd.Epochs, short(got), short(want))
 		}
@@ -421,17 +483,21 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
 	if r.h.Init == nil {
 		return nil
 	}
-	if want := r.model(r.applied, coordinator.EpochRange{}); !r.equal(l.full, want) {
+	if want := r.model(r.applied); !r.equal(l.full, want) {
 		liveStart := v.Written + 1
 		if len(v.Frozen) > 0 {
 			liveStart = v.Frozen[0].Epochs.End
 		}
-		if liveStart > r.first {
-			return r.fail("Freeze context", "the view reads %s; want %s. The older layers read correctly, so the live delta (epochs %d to %d) is wrong; it was created from the context the previous Freeze returned: if the delta needs what came before (IDs, dictionaries, sequence numbers), Freeze must carry it in that context, and the Reader must show every write applied",
-				short(l.full), short(want), liveStart, r.applied)
+		holding := "no writes yet"
+		if liveStart <= r.applied {
+			holding = fmt.Sprintf("epochs %d to %d", liveStart, r.applied)
 		}
-		return r.fail("Reader", "the view reads %s; want %s. The older layers read correctly, so the live delta's Reader (epochs %d to %d) does not show the writes applied to it",
-			short(l.full), short(want), liveStart, r.applied)
+		if liveStart > r.first {
+			return r.fail("Freeze context", "the view reads %s; want %s. Its older layers read correctly with an empty delta's reader as Current, but not with the live delta's, which holds %s and was created from the context the previous Freeze returned: Freeze must carry in that context whatever the next delta needs from the ones before it (IDs, dictionaries, sequence numbers)",
+				short(l.full), short(want), holding)
+		}
+		return r.fail("Reader", "the view reads %s; want %s. Its older layers read correctly, so the live delta's Reader (the delta holds %s) does not show the writes applied to it",
+			short(l.full), short(want), holding)
 	}
 	return nil
 }
@@ -644,7 +710,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) fatal(era eraConfig) *failure {
 		if err != nil {
 			return r.fail("Read", "reading the failed view: %v", err)
 		}
-		if want := r.model(v.Written, coordinator.EpochRange{}); !r.equal(got, want) {
+		if want := r.model(v.Written); !r.equal(got, want) {
 			return r.fail("FlushDelta snapshot", "the failed view, whose snapshot holds epochs through %d, reads %s; want %s", v.Written, short(got), short(want))
 		}
 	}

@@ -50,6 +50,16 @@ type watch struct {
 	// for them points at retry safety.
 	lostAcks     []coordinator.EpochRange
 	storageAfter bool // a FlushStorage succeeded and was failed by the kit
+	// written counts the calls of the user's FlushDelta that succeeded,
+	// per range: more than one means the range was written again.
+	written map[coordinator.EpochRange]int
+
+	// onFreeze, set for each coordinator before it starts, reads a view
+	// just frozen and returns a check that reads it again; rechecks holds
+	// those checks in freeze order, until FlushDelta receives their delta.
+	// Both protected by mu.
+	onFreeze func(fv any) func()
+	rechecks []func()
 
 	gate chan struct{} // non-nil while the flusher is held; protected by mu
 
@@ -92,6 +102,36 @@ func (w *watch) startEra(first uint64) {
 	w.gate = nil
 	w.nextStart, w.cur = first, coordinator.EpochRange{}
 	w.haveNext, w.next, w.deltas = false, nil, 0
+	w.onFreeze, w.rechecks = nil, nil
+}
+
+// frozen records a view just frozen.
+func (w *watch) frozen(fv any) {
+	w.mu.Lock()
+	onFreeze := w.onFreeze
+	w.mu.Unlock()
+	var recheck func()
+	if onFreeze != nil {
+		recheck = onFreeze(fv)
+	}
+	w.mu.Lock()
+	w.rechecks = append(w.rechecks, recheck)
+	w.mu.Unlock()
+}
+
+// recheck reads the oldest frozen view not yet given to FlushDelta again.
+func (w *watch) recheck() {
+	w.mu.Lock()
+	if len(w.rechecks) == 0 {
+		w.mu.Unlock()
+		return
+	}
+	f := w.rechecks[0]
+	w.rechecks = w.rechecks[1:]
+	w.mu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 func (w *watch) arm(kind faultKind, times int) {
@@ -156,6 +196,20 @@ func (w *watch) acks() []coordinator.EpochRange {
 	return append([]coordinator.EpochRange(nil), w.lostAcks...)
 }
 
+// rewritten returns the ranges the user's FlushDelta wrote more than once,
+// with the number of times.
+func (w *watch) rewritten() map[coordinator.EpochRange]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[coordinator.EpochRange]int{}
+	for r, n := range w.written {
+		if n > 1 {
+			out[r] = n
+		}
+	}
+	return out
+}
+
 func (w *watch) wasLost(r coordinator.EpochRange) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -210,12 +264,13 @@ func (d *checkedDelta[W, R, C, F, FV, DV]) EstimateSize() int { return d.d.Estim
 
 func (d *checkedDelta[W, R, C, F, FV, DV]) Freeze() (F, FV, C) {
 	if size := d.d.EstimateSize(); d.accepted > 0 && size <= d.startSize {
-		d.w.fail("EstimateSize", "a delta holding %d writes reports %d, no more than it did empty (%d): it must grow with writes, or Config.FlushSize never freezes the delta", d.accepted, size, d.startSize)
+		d.w.fail("EstimateSize", "a delta holding %d accepted writes reports %d, no more than it did empty (%d): it must grow with writes, or Config.FlushSize never freezes the delta", d.accepted, size, d.startSize)
 	}
 	f, fv, next := d.d.Freeze()
 	d.w.mu.Lock()
 	d.w.haveNext, d.w.next = true, any(next)
 	d.w.mu.Unlock()
+	d.w.frozen(fv)
 	return f, fv, next
 }
 
@@ -237,6 +292,11 @@ func (cf *checkedFlusher[F, S]) FlushDelta(ctx context.Context, frozen F, epochs
 	prev, want := w.cur, w.nextStart
 	w.cur, w.nextStart = epochs, epochs.End
 	w.mu.Unlock()
+	if epochs != prev {
+		// The next delta may have taken writes since this one was frozen:
+		// its view must read as it did then.
+		w.recheck()
+	}
 	switch {
 	case epochs.End <= epochs.Start:
 		w.fail("FlushDelta ranges", "FlushDelta received the empty epoch range %v", epochs)
@@ -254,6 +314,12 @@ func (cf *checkedFlusher[F, S]) FlushDelta(ctx context.Context, frozen F, epochs
 		}
 		return s, err
 	}
+	w.mu.Lock()
+	if w.written == nil {
+		w.written = map[coordinator.EpochRange]int{}
+	}
+	w.written[epochs]++
+	w.mu.Unlock()
 	if inject {
 		w.lostAck(epochs)
 		return zero, errInjected

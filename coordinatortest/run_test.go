@@ -1,0 +1,150 @@
+package coordinatortest_test
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/groupcommit/coordinator/coordinatortest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var long = flag.Bool("long", false, "run many more workloads")
+
+// recorder is a TB that records the failure instead of failing the test.
+type recorder struct {
+	*testing.T
+	failures []string
+}
+
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failures = append(r.failures, fmt.Sprintf(format, args...))
+}
+
+// runKit runs the kit on h and returns its failure report, "" if it passed.
+func runKit(t *testing.T, h counterHarness, opts ...coordinatortest.Option) string {
+	t.Helper()
+	rec := &recorder{T: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		coordinatortest.Run(rec, h, append([]coordinatortest.Option{coordinatortest.Timeout(10 * time.Second), coordinatortest.ShrinkTime(10 * time.Second)}, opts...)...)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		require.FailNow(t, "coordinatortest.Run did not return within 2 minutes")
+	}
+	require.LessOrEqual(t, len(rec.failures), 1, "Run reports at most one failure")
+	if len(rec.failures) == 0 {
+		return ""
+	}
+	return rec.failures[0]
+}
+
+func TestCorrectStorePasses(t *testing.T) {
+	n := 10
+	if *long {
+		n = 200
+	}
+	report := runKit(t, newCounterHarness(mistakes{}), coordinatortest.Iterations(n))
+	assert.Empty(t, report)
+}
+
+func TestModelFreeRunPasses(t *testing.T) {
+	h := newCounterHarness(mistakes{})
+	h.Init, h.Apply = nil, nil
+	assert.Empty(t, runKit(t, h, coordinatortest.Iterations(4)))
+}
+
+func TestHarnessValidated(t *testing.T) {
+	h := newCounterHarness(mistakes{})
+	h.Read = nil
+	assert.Contains(t, runKit(t, h), "Harness needs Open, Write and Read")
+	h = newCounterHarness(mistakes{})
+	h.Apply = nil
+	assert.Contains(t, runKit(t, h), "both Init and Apply")
+}
+
+// TestPlantedMistakes plants one mistake at a time in the counter store and
+// checks that the kit names the contract it breaks. The seeds are fixed so
+// that the workloads are the same on every run.
+func TestPlantedMistakes(t *testing.T) {
+	tests := []struct {
+		name     string
+		m        mistakes
+		contract string
+		detail   string
+	}{
+		{"retry-unsafe FlushDelta", mistakes{retryUnsafe: true}, "FlushDelta retry", "must be safe to call again"},
+		{"frozen view aliases the next delta", mistakes{aliasFreeze: true}, "Freeze", "must not share state with the next delta"},
+		{"context lost at Freeze", mistakes{lostContext: true}, "Freeze context", "Freeze must carry in that context"},
+		{"storage not synced", mistakes{noSync: true}, "durability", "acknowledged Durable"},
+		{"negative EstimateSize", mistakes{negativeSize: true}, "EstimateSize", "never negative"},
+		{"EstimateSize that never grows", mistakes{flatSize: true}, "EstimateSize", "must grow with writes"},
+		{"epochs not continued", mistakes{forgetEpoch: true}, "reopen", "Store.LastEpoch must be the last epoch it holds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			report := runKit(t, newCounterHarness(tt.m), coordinatortest.Seed(1), coordinatortest.Iterations(30))
+			require.NotEmpty(t, report, "the kit did not catch the mistake")
+			t.Logf("the kit's report:\n%s", report)
+			assert.True(t, strings.HasPrefix(report, "coordinatortest: "+tt.contract+": "), "report names another contract:\n%s", report)
+			assert.Contains(t, report, tt.detail)
+			assert.Contains(t, report, "replay with -coordinatortest.seed=")
+			assert.Contains(t, report, "shortest failing workload found")
+			assert.Regexp(t, `during operation \d+: |when opening the empty store|at the final Stop and reopen`, report)
+		})
+	}
+}
+
+// TestShrinking checks that a failure is reported with a workload much
+// shorter than the one that found it, and that the printed seed replays it.
+func TestShrinking(t *testing.T) {
+	h := newCounterHarness(mistakes{negativeSize: true})
+	report := runKit(t, h, coordinatortest.Steps(60))
+	require.NotEmpty(t, report)
+	var shown, total int
+	_, err := fmt.Sscanf(report[strings.Index(report, "shortest failing workload found"):], "shortest failing workload found (%d of %d operations)", &shown, &total)
+	require.NoError(t, err, report)
+	assert.Equal(t, 60, total)
+	assert.LessOrEqual(t, shown, 2, "a negative size shows after one write:\n%s", report)
+
+	var seed uint64
+	_, err = fmt.Sscanf(report[strings.Index(report, "seed 0x"):], "seed %v", &seed)
+	require.NoError(t, err, report)
+	replay := runKit(t, h, coordinatortest.Seed(seed), coordinatortest.Steps(60))
+	assert.Contains(t, replay, fmt.Sprintf("seed %#x", seed))
+	assert.Contains(t, replay, "EstimateSize")
+}
+
+// TestRacyReader runs the kit on a store whose live reader skips the
+// delta's lock, in a child process built with the race detector, and
+// checks that the race is reported with the kit's reading goroutine in it.
+func TestRacyReader(t *testing.T) {
+	if os.Getenv("COORDINATORTEST_RACY_CHILD") == "1" {
+		coordinatortest.Run(t, newCounterHarness(mistakes{racyReader: true}), coordinatortest.Seed(1), coordinatortest.Iterations(20))
+		return
+	}
+	if !raceEnabled {
+		t.Skip("needs -race")
+	}
+	ctx, cancel := deadlineCtx(t)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRacyReader$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "COORDINATORTEST_RACY_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "the child passed:\n%s", out)
+	require.NoError(t, ctx.Err(), "the child did not finish in time")
+	text := string(out)
+	assert.True(t, strings.Contains(text, "DATA RACE") || strings.Contains(text, "concurrent map read and map write"), "no race reported:\n%s", text)
+	assert.Contains(t, text, "readLoop", "the race does not involve the kit's reading goroutine:\n%s", text)
+}
