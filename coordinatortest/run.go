@@ -476,6 +476,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
 			continue
 		}
 		if want := r.model(fd.Epochs.Last()); !r.equal(got, want) {
+			r.w.recheckAll() // did it read correctly when frozen?
 			return r.fail("Freeze", "the frozen view of epochs %v, over the snapshot, reads %s; want %s: Freeze must return a view of exactly the delta's writes",
 				fd.Epochs, short(got), short(want))
 		}

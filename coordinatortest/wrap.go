@@ -119,7 +119,8 @@ func (w *watch) frozen(fv any) {
 	w.mu.Unlock()
 }
 
-// recheck reads the oldest frozen view not yet given to FlushDelta again.
+// recheck reads the oldest frozen view not yet given to FlushDelta again,
+// and forgets it.
 func (w *watch) recheck() {
 	w.mu.Lock()
 	if len(w.rechecks) == 0 {
@@ -127,10 +128,24 @@ func (w *watch) recheck() {
 		return
 	}
 	f := w.rechecks[0]
-	w.rechecks = w.rechecks[1:]
 	w.mu.Unlock()
 	if f != nil {
 		f()
+	}
+	w.mu.Lock()
+	w.rechecks = w.rechecks[1:]
+	w.mu.Unlock()
+}
+
+// recheckAll reads every frozen view not yet given to FlushDelta again.
+func (w *watch) recheckAll() {
+	w.mu.Lock()
+	fs := append([]func(){}, w.rechecks...)
+	w.mu.Unlock()
+	for _, f := range fs {
+		if f != nil {
+			f()
+		}
 	}
 }
 
