@@ -84,7 +84,6 @@ type TB interface {
 	Helper()
 	Logf(format string, args ...any)
 	Fatalf(format string, args ...any)
-	TempDir() string
 }
 
 // Store is what [Harness.Open] returns: the arguments [coordinator.New]

@@ -1,14 +1,24 @@
 package coordinatortest_test
 
 import (
-	"context"
+	"runtime"
 	"testing"
 	"time"
 )
 
-// deadlineCtx returns a context that bounds a child process, so that a
-// hanging child fails its test instead of hanging it.
-func deadlineCtx(t *testing.T) (context.Context, context.CancelFunc) {
+// within runs f and fails the test with a goroutine dump if it does not
+// return within d, so that no test can hang.
+func within(t *testing.T, d time.Duration, what string, f func()) {
 	t.Helper()
-	return context.WithTimeout(context.Background(), 2*time.Minute)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%s did not return within %v\n%s", what, d, buf[:runtime.Stack(buf, true)])
+	}
 }

@@ -30,20 +30,34 @@ import (
 // it starts outlives it unless a call into the store hangs past [Timeout].
 func Run[W, R, C, F, FV, DV, S, M any](t TB, h Harness[W, R, C, F, FV, DV, S, M], opts ...Option) {
 	t.Helper()
-	if h.Open == nil || h.Write == nil || h.Read == nil {
-		t.Fatalf("coordinatortest: Harness needs Open, Write and Read")
+	if err := Check(h, opts...); err != nil {
+		t.Fatalf("%v", err)
 		return
 	}
+	o := buildOptions(opts)
+	t.Logf("coordinatortest: %d workloads of %d operations passed", o.iterations, o.steps)
+}
+
+// Check is [Run] for callers without a [TB]: it returns a [*Failure]
+// describing the first broken contract, or nil. It keeps the stores it
+// opens in a temporary directory that it removes before returning.
+func Check[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], opts ...Option) error {
+	if h.Open == nil || h.Write == nil || h.Read == nil {
+		return errors.New("coordinatortest: Harness needs Open, Write and Read")
+	}
 	if (h.Init == nil) != (h.Apply == nil) {
-		t.Fatalf("coordinatortest: Harness needs both Init and Apply, or neither")
-		return
+		return errors.New("coordinatortest: Harness needs both Init and Apply, or neither")
 	}
 	o := buildOptions(opts)
 	base := o.seed
 	if !o.seeded {
 		base = rand.Uint64()
 	}
-	tmp := t.TempDir()
+	tmp, err := os.MkdirTemp("", "coordinatortest-")
+	if err != nil {
+		return fmt.Errorf("coordinatortest: %w", err)
+	}
+	defer os.RemoveAll(tmp)
 	exec := func(wl workload[W]) *failure { return execute(h, o, tmp, wl) }
 	for i := range o.iterations {
 		seed := base + uint64(i)
@@ -53,13 +67,34 @@ func Run[W, R, C, F, FV, DV, S, M any](t TB, h Harness[W, R, C, F, FV, DV, S, M]
 			continue
 		}
 		small, sf := shrink(wl, f, exec, o.shrink)
-		t.Fatalf("%s", report(seed, len(wl.ops), small, sf))
-		return
+		return newFailure(seed, len(wl.ops), small, sf)
 	}
-	t.Logf("coordinatortest: %d workloads of %d operations passed (seeds %#x to %#x)", o.iterations, o.steps, base, base+uint64(o.iterations)-1)
+	return nil
 }
 
-func report[W any](seed uint64, original int, wl workload[W], f *failure) string {
+// Failure is the error [Check] returns when a contract is broken. Its
+// Error method returns the full report that [Run] prints.
+type Failure struct {
+	// Contract names the broken contract, such as "FlushDelta retry",
+	// "Freeze", "Freeze context", "Reader", "EstimateSize", "durability",
+	// "reopen" or "FlushDelta snapshot".
+	Contract string
+	// Detail says how it was broken.
+	Detail string
+	// Op is the operation during which it broke, as printed in Workload.
+	Op string
+	// Seed replays the workload (see [Seed]).
+	Seed uint64
+	// Workload is the shortest failing workload found, one operation a
+	// line.
+	Workload string
+
+	report string
+}
+
+func (f *Failure) Error() string { return f.report }
+
+func newFailure[W any](seed uint64, original int, wl workload[W], f *failure) *Failure {
 	where := "when opening the empty store"
 	switch {
 	case f.op == atFinal:
@@ -67,8 +102,10 @@ func report[W any](seed uint64, original int, wl workload[W], f *failure) string
 	case f.op >= 0 && f.op < len(wl.ops):
 		where = fmt.Sprintf("during operation %d: %v", f.op, wl.ops[f.op])
 	}
-	return fmt.Sprintf("coordinatortest: %s: %s\n%s\nseed %#x (replay with -coordinatortest.seed=%#x or coordinatortest.Seed(%#x))\nshortest failing workload found (%d of %d operations):\n%v",
-		f.contract, f.detail, where, seed, seed, seed, len(wl.ops), original, wl)
+	out := &Failure{Contract: f.contract, Detail: f.detail, Op: where, Seed: seed, Workload: wl.String()}
+	out.report = fmt.Sprintf("coordinatortest: %s: %s\n%s\nseed %#x (replay with -coordinatortest.seed=%#x or coordinatortest.Seed(%#x))\nshortest failing workload found (%d of %d operations):\n%v",
+		f.contract, f.detail, where, seed, seed, seed, len(wl.ops), original, out.Workload)
+	return out
 }
 
 // shrink removes operations from a failing workload for as long as it keeps

@@ -1,6 +1,7 @@
 package coordinatortest_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -19,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var long = flag.Bool("long", false, "run many more workloads")
 
-// recorder is a TB that records the failure instead of failing the test.
+// recorder is a TB that records failures instead of failing the test.
 type recorder struct {
 	*testing.T
 	failures []string
@@ -29,25 +30,18 @@ func (r *recorder) Fatalf(format string, args ...any) {
 	r.failures = append(r.failures, fmt.Sprintf(format, args...))
 }
 
-// runKit runs the kit on h and returns its failure report, "" if it passed.
-func runKit(t *testing.T, h counterHarness, opts ...coordinatortest.Option) string {
+// check runs the kit on h and returns its failure, nil if it passed.
+func check(t *testing.T, h counterHarness, opts ...coordinatortest.Option) *coordinatortest.Failure {
 	t.Helper()
-	rec := &recorder{T: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		coordinatortest.Run(rec, h, append([]coordinatortest.Option{coordinatortest.Timeout(10 * time.Second), coordinatortest.ShrinkTime(10 * time.Second)}, opts...)...)
-	}()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		require.FailNow(t, "coordinatortest.Run did not return within 2 minutes")
+	opts = append([]coordinatortest.Option{coordinatortest.Timeout(10 * time.Second), coordinatortest.ShrinkTime(10 * time.Second)}, opts...)
+	var err error
+	within(t, 2*time.Minute, "coordinatortest.Check", func() { err = coordinatortest.Check(h, opts...) })
+	if err == nil {
+		return nil
 	}
-	require.LessOrEqual(t, len(rec.failures), 1, "Run reports at most one failure")
-	if len(rec.failures) == 0 {
-		return ""
-	}
-	return rec.failures[0]
+	var f *coordinatortest.Failure
+	require.ErrorAs(t, err, &f)
+	return f
 }
 
 func TestCorrectStorePasses(t *testing.T) {
@@ -55,23 +49,40 @@ func TestCorrectStorePasses(t *testing.T) {
 	if *long {
 		n = 200
 	}
-	report := runKit(t, newCounterHarness(mistakes{}), coordinatortest.Iterations(n))
-	assert.Empty(t, report)
+	assert.Nil(t, check(t, newCounterHarness(mistakes{}), coordinatortest.Iterations(n)))
 }
 
 func TestModelFreeRunPasses(t *testing.T) {
 	h := newCounterHarness(mistakes{})
 	h.Init, h.Apply = nil, nil
-	assert.Empty(t, runKit(t, h, coordinatortest.Iterations(4)))
+	assert.Nil(t, check(t, h, coordinatortest.Iterations(4)))
 }
 
 func TestHarnessValidated(t *testing.T) {
 	h := newCounterHarness(mistakes{})
 	h.Read = nil
-	assert.Contains(t, runKit(t, h), "Harness needs Open, Write and Read")
+	assert.ErrorContains(t, coordinatortest.Check(h), "Harness needs Open, Write and Read")
 	h = newCounterHarness(mistakes{})
 	h.Apply = nil
-	assert.Contains(t, runKit(t, h), "both Init and Apply")
+	assert.ErrorContains(t, coordinatortest.Check(h), "both Init and Apply")
+}
+
+// TestRunReportsThroughTB checks that Run passes a failure to Fatalf once,
+// as the full report, and logs a pass.
+func TestRunReportsThroughTB(t *testing.T) {
+	rec := &recorder{T: t}
+	within(t, 2*time.Minute, "coordinatortest.Run", func() {
+		coordinatortest.Run(rec, newCounterHarness(mistakes{negativeSize: true}), coordinatortest.Seed(1))
+	})
+	require.Len(t, rec.failures, 1)
+	assert.True(t, strings.HasPrefix(rec.failures[0], "coordinatortest: EstimateSize: "), rec.failures[0])
+	assert.Contains(t, rec.failures[0], "shortest failing workload found")
+
+	rec = &recorder{T: t}
+	within(t, 2*time.Minute, "coordinatortest.Run", func() {
+		coordinatortest.Run(rec, newCounterHarness(mistakes{}), coordinatortest.Iterations(2))
+	})
+	assert.Empty(t, rec.failures)
 }
 
 // TestPlantedMistakes plants one mistake at a time in the counter store and
@@ -94,14 +105,16 @@ func TestPlantedMistakes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			report := runKit(t, newCounterHarness(tt.m), coordinatortest.Seed(1), coordinatortest.Iterations(30))
-			require.NotEmpty(t, report, "the kit did not catch the mistake")
-			t.Logf("the kit's report:\n%s", report)
-			assert.True(t, strings.HasPrefix(report, "coordinatortest: "+tt.contract+": "), "report names another contract:\n%s", report)
-			assert.Contains(t, report, tt.detail)
-			assert.Contains(t, report, "replay with -coordinatortest.seed=")
+			f := check(t, newCounterHarness(tt.m), coordinatortest.Seed(1), coordinatortest.Iterations(30))
+			require.NotNil(t, f, "the kit did not catch the mistake")
+			t.Logf("the kit's report:\n%v", f)
+			report := f.Error()
+			assert.Equal(t, tt.contract, f.Contract, "the report names another contract:\n%s", report)
+			assert.True(t, strings.HasPrefix(report, "coordinatortest: "+tt.contract+": "), report)
+			assert.Contains(t, f.Detail, tt.detail)
+			assert.Contains(t, report, fmt.Sprintf("replay with -coordinatortest.seed=%#x", f.Seed))
 			assert.Contains(t, report, "shortest failing workload found")
-			assert.Regexp(t, `during operation \d+: |when opening the empty store|at the final Stop and reopen`, report)
+			assert.Regexp(t, `^(during operation \d+: |when opening the empty store|at the final Stop and reopen)`, f.Op)
 		})
 	}
 }
@@ -110,20 +123,19 @@ func TestPlantedMistakes(t *testing.T) {
 // shorter than the one that found it, and that the printed seed replays it.
 func TestShrinking(t *testing.T) {
 	h := newCounterHarness(mistakes{negativeSize: true})
-	report := runKit(t, h, coordinatortest.Steps(60))
-	require.NotEmpty(t, report)
+	f := check(t, h, coordinatortest.Steps(60))
+	require.NotNil(t, f)
+	report := f.Error()
 	var shown, total int
 	_, err := fmt.Sscanf(report[strings.Index(report, "shortest failing workload found"):], "shortest failing workload found (%d of %d operations)", &shown, &total)
 	require.NoError(t, err, report)
 	assert.Equal(t, 60, total)
 	assert.LessOrEqual(t, shown, 2, "a negative size shows after one write:\n%s", report)
 
-	var seed uint64
-	_, err = fmt.Sscanf(report[strings.Index(report, "seed 0x"):], "seed %v", &seed)
-	require.NoError(t, err, report)
-	replay := runKit(t, h, coordinatortest.Seed(seed), coordinatortest.Steps(60))
-	assert.Contains(t, replay, fmt.Sprintf("seed %#x", seed))
-	assert.Contains(t, replay, "EstimateSize")
+	replay := check(t, h, coordinatortest.Seed(f.Seed), coordinatortest.Steps(60))
+	require.NotNil(t, replay)
+	assert.Equal(t, f.Seed, replay.Seed)
+	assert.Equal(t, "EstimateSize", replay.Contract)
 }
 
 // TestRacyReader runs the kit on a store whose live reader skips the
@@ -137,7 +149,7 @@ func TestRacyReader(t *testing.T) {
 	if !raceEnabled {
 		t.Skip("needs -race")
 	}
-	ctx, cancel := deadlineCtx(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRacyReader$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "COORDINATORTEST_RACY_CHILD=1")

@@ -155,12 +155,10 @@ type counterSnap struct{ sums map[int]int }
 // disk is the storage of one store: what was written (the page cache) and
 // what was synced. It survives reopens.
 type disk struct {
-	mu                     sync.Mutex
-	sums, syncedSums       map[int]int
-	last, syncedLast       uint64
-	ids, syncedIDs         map[string]int
-	flushes, storageCalls  int
-	syncedFlushes, crashes int
+	mu               sync.Mutex
+	sums, syncedSums map[int]int
+	last, syncedLast uint64
+	ids, syncedIDs   map[string]int
 }
 
 type counterFlusher struct {
@@ -180,7 +178,6 @@ func (f *counterFlusher) FlushDelta(ctx context.Context, fr *counterFrozen, epoc
 		fr.t.mu.Unlock()
 		d.last = epochs.Last()
 	}
-	d.flushes++
 	return &counterSnap{sums: maps.Clone(d.sums)}, nil
 }
 
@@ -188,7 +185,6 @@ func (f *counterFlusher) FlushStorage(ctx context.Context) error {
 	d := f.disk
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.storageCalls++
 	if !f.m.noSync {
 		d.syncedSums, d.syncedLast, d.syncedIDs = maps.Clone(d.sums), d.last, maps.Clone(d.ids)
 	}
@@ -234,7 +230,6 @@ func (cs *counterStores) open(dir string) (*coordinatortest.Store[add, struct{},
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.sums, d.last, d.ids = maps.Clone(d.syncedSums), d.syncedLast, maps.Clone(d.syncedIDs)
-		d.crashes++
 		return nil
 	}
 	// Sync the dictionary with the sums it names.
