@@ -455,7 +455,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) checkRecovered(last uint64) *failure 
 	}
 	switch {
 	case last < r.durable:
-		return r.fail("durability", "the reopened store holds epochs through %d, but epoch %d was acknowledged Durable: FlushStorage must make every delta written before it durable", last, r.durable)
+		return r.fail("durability", "the reopened store holds epochs through %d, but epoch %d was acknowledged Durable: FlushStorage must make every delta written before it durable, and Open must recover every durable delta", last, r.durable)
 	case r.clean && last != r.applied:
 		return r.fail("durability", "the previous coordinator stopped cleanly, so every write through epoch %d was written and synced, but the reopened store reports LastEpoch %d", r.applied, last)
 	}
