@@ -258,7 +258,11 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) retryHint() string {
 	if len(acks) == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (the kit failed FlushDelta after it had written epochs %v, and the coordinator retried it: FlushDelta must be safe to call again with the same delta)", acks)
+	parts := make([]string, len(acks))
+	for i, a := range acks {
+		parts[i] = a.String()
+	}
+	return fmt.Sprintf(" (the kit failed FlushDelta after the store's FlushDelta had written epochs %s, and the coordinator called it again: FlushDelta must be safe to call again with the same delta)", strings.Join(parts, ", "))
 }
 
 func goroutines() string {
