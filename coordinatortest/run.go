@@ -172,6 +172,7 @@ type runner[W, R, C, F, FV, DV, S, M any] struct {
 	paused     []bool
 	queued     [][]pending[W, R]
 	empty      DV
+	readerKick chan struct{} // capacity 1: a kick waiting is enough
 	readerStop chan struct{}
 	readerDone chan struct{}
 }
@@ -197,6 +198,7 @@ func execute[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], 
 	}
 	for i, o := range wl.ops {
 		r.w.setOp(i)
+		r.kickReader()
 		if f := r.do(o); f != nil {
 			return r.located(f, i)
 		}
@@ -300,8 +302,8 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) open(era eraConfig) *failure {
 		return f
 	}
 	c.Start()
-	r.readerStop, r.readerDone = make(chan struct{}), make(chan struct{})
-	go r.readLoop(c, r.readerStop, r.readerDone)
+	r.readerKick, r.readerStop, r.readerDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go r.readLoop(c, r.readerKick, r.readerStop, r.readerDone)
 	return nil
 }
 
@@ -339,8 +341,11 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) freezeHook(c *coordinator.Coordinator
 }
 
 // readLoop reads views while the workload writes, so that the race
-// detector sees Read (and so Reader) run concurrently with Apply.
-func (r *runner[W, R, C, F, FV, DV, S, M]) readLoop(c *coordinator.Coordinator[W, R, FV, DV, S], stop, done chan struct{}) {
+// detector sees Read (and so Reader) run concurrently with Apply. It reads
+// a few views each time the driver starts an operation, rather than
+// spinning, so that a store with costly reads does not starve the
+// goroutines it races with.
+func (r *runner[W, R, C, F, FV, DV, S, M]) readLoop(c *coordinator.Coordinator[W, R, FV, DV, S], kick, stop, done chan struct{}) {
 	defer close(done)
 	defer func() {
 		if p := recover(); p != nil {
@@ -351,10 +356,23 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) readLoop(c *coordinator.Coordinator[W
 		select {
 		case <-stop:
 			return
-		default:
+		case <-kick:
 		}
-		_, _ = r.h.Read(c.View()) // errors are allowed: the view may be stale
-		runtime.Gosched()
+		for range readsPerOp {
+			_, _ = r.h.Read(c.View()) // errors are allowed: the view may be stale
+			runtime.Gosched()
+		}
+	}
+}
+
+// readsPerOp is how many views the reading goroutine reads per operation.
+const readsPerOp = 4
+
+// kickReader lets the reading goroutine read while an operation runs.
+func (r *runner[W, R, C, F, FV, DV, S, M]) kickReader() {
+	select {
+	case r.readerKick <- struct{}{}:
+	default: // still reading
 	}
 }
 
