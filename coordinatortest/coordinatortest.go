@@ -61,7 +61,9 @@
 // A failure names the contract that was broken and the operation that broke
 // it, prints the seed, and shows the shortest operation sequence the kit
 // found that still fails (it shrinks the workload by removing operations).
-// Replay it with the -coordinatortest.seed flag or the [Seed] option. Runs
+// Replay it with the -coordinatortest.seed flag or the [Seed] option.
+// [Check] returns the same report as a [*Failure], whose Contract field
+// names the contract, for callers that have no [testing.TB]. Runs
 // are reproducible in the operations they perform; the interleaving of the
 // coordinator's goroutines is not, so a rare timing-dependent failure may
 // need a few replays.
