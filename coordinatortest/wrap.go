@@ -248,7 +248,7 @@ type checkedDelta[W, R, C, F, FV, DV any] struct {
 func wrapNewDelta[W, R, C, F, FV, DV any](w *watch, newDelta func(C) coordinator.Delta[W, R, C, F, FV, DV]) func(C) *checkedDelta[W, R, C, F, FV, DV] {
 	return func(c C) *checkedDelta[W, R, C, F, FV, DV] {
 		w.mu.Lock()
-		if w.haveNext && !reflect.DeepEqual(any(c), w.next) {
+		if w.haveNext && !sameContext(any(c), w.next) {
 			w.mu.Unlock()
 			w.fail("Freeze context", "delta %d of this coordinator was created from context %+v, not from %+v, the context the previous Freeze returned", w.deltas+1, c, w.next)
 			w.mu.Lock()
@@ -262,6 +262,21 @@ func wrapNewDelta[W, R, C, F, FV, DV any](w *watch, newDelta func(C) coordinator
 		}
 		return d
 	}
+}
+
+// sameContext reports whether two contexts are the same value. A context
+// that cannot be compared, even with itself (it holds a func, or an
+// interface holding a slice), passes.
+func sameContext(a, b any) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = true
+		}
+	}()
+	if t := reflect.TypeOf(a); t == nil || t.Comparable() {
+		return a == b
+	}
+	return reflect.DeepEqual(a, b) || !reflect.DeepEqual(b, b)
 }
 
 func (d *checkedDelta[W, R, C, F, FV, DV]) Apply(write W) (R, error) {
