@@ -102,6 +102,7 @@ func TestPlantedMistakes(t *testing.T) {
 		{"negative EstimateSize", mistakes{negativeSize: true}, "EstimateSize", "never negative"},
 		{"EstimateSize that never grows", mistakes{flatSize: true}, "EstimateSize", "must grow with writes"},
 		{"epochs not continued", mistakes{forgetEpoch: true}, "reopen", "Store.LastEpoch must be the last epoch it holds"},
+		{"snapshot that loses earlier deltas", mistakes{lastOnly: true}, "FlushDelta snapshot", "a snapshot holding every delta written so far"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,6 +118,18 @@ func TestPlantedMistakes(t *testing.T) {
 			assert.Regexp(t, `^(during operation \d+: |when opening the empty store|at the final Stop and reopen)`, f.Op)
 		})
 	}
+}
+
+// TestHangingFlusher checks that a FlushDelta that never returns (until
+// its context is canceled) fails the run, with a goroutine dump, instead of
+// hanging it.
+func TestHangingFlusher(t *testing.T) {
+	f := check(t, newCounterHarness(mistakes{hangFlush: true}), coordinatortest.Seed(1),
+		coordinatortest.Timeout(300*time.Millisecond), coordinatortest.ShrinkTime(2*time.Second))
+	require.NotNil(t, f)
+	assert.Equal(t, "liveness", f.Contract, f.Error())
+	assert.Contains(t, f.Detail, "did not return within 300ms")
+	assert.Contains(t, f.Detail, "goroutine ", "no goroutine dump")
 }
 
 // TestShrinking checks that a failure is reported with a workload much

@@ -25,6 +25,8 @@ type mistakes struct {
 	negativeSize bool // EstimateSize counts down
 	flatSize     bool // EstimateSize is always 0
 	forgetEpoch  bool // Open reports LastEpoch 0 whatever the store holds
+	lastOnly     bool // FlushDelta's snapshot holds only the delta it wrote
+	hangFlush    bool // FlushDelta blocks until its context is canceled
 }
 
 // add adds N to the counter Key. An empty key is rejected.
@@ -168,8 +170,15 @@ type counterFlusher struct {
 
 func (f *counterFlusher) FlushDelta(ctx context.Context, fr *counterFrozen, epochs coordinator.EpochRange) (*counterSnap, error) {
 	d := f.disk
+	if f.m.hangFlush {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if f.m.lastOnly {
+		return &counterSnap{sums: f.sumsOf(fr)}, nil
+	}
 	if epochs.Last() > d.last || f.m.retryUnsafe {
 		fr.t.mu.Lock()
 		for id, n := range fr.t.sums {
@@ -179,6 +188,13 @@ func (f *counterFlusher) FlushDelta(ctx context.Context, fr *counterFrozen, epoc
 		d.last = epochs.Last()
 	}
 	return &counterSnap{sums: maps.Clone(d.sums)}, nil
+}
+
+// sumsOf returns the sums of one frozen delta.
+func (f *counterFlusher) sumsOf(fr *counterFrozen) map[int]int {
+	fr.t.mu.Lock()
+	defer fr.t.mu.Unlock()
+	return maps.Clone(fr.t.sums)
 }
 
 func (f *counterFlusher) FlushStorage(ctx context.Context) error {
