@@ -51,7 +51,10 @@
 //   - FlushDelta receives contiguous epoch ranges, each delta is created
 //     from the context the previous Freeze returned, and a FlushDelta or
 //     FlushStorage called again after a failure (even one that struck after
-//     your call had returned) neither fails nor writes twice.
+//     your call had returned) neither fails nor writes twice;
+//   - a live delta that reads wrong only once a freeze has happened, over
+//     older layers that read correctly, is reported as a context that
+//     Freeze did not carry to the next delta.
 //
 // Run the tests with -race: the reading goroutine then turns a Reader that
 // is not safe for concurrent use with Apply into a reported data race.
@@ -145,8 +148,11 @@ func NewStore[D coordinator.Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any
 // frozen views, EstimateSize, contiguous ranges, retry errors, durable
 // epochs and the data race check).
 //
-// The functions are called from one goroutine at a time, except Read,
-// which is also called by a reader goroutine while writes are applied.
+// The functions are called from one goroutine at a time, except Read: the
+// kit also calls it from a goroutine of its own while writes are applied,
+// and from the coordinator's goroutines (to read a frozen view when Freeze
+// returns it, and again when FlushDelta receives its delta), so it must be
+// safe for concurrent use, as any reader of views is.
 type Harness[W, R, C, F, FV, DV, S, M any] struct {
 	// Open opens the store kept in dir, which is empty the first time and
 	// holds what the previous store left there afterwards: the kit stops

@@ -30,32 +30,38 @@ import (
 // it starts outlives it unless a call into the store hangs past [Timeout].
 func Run[W, R, C, F, FV, DV, S, M any](t TB, h Harness[W, R, C, F, FV, DV, S, M], opts ...Option) {
 	t.Helper()
-	if err := Check(h, opts...); err != nil {
+	o := buildOptions(opts)
+	base, err := check(h, o)
+	if err != nil {
 		t.Fatalf("%v", err)
 		return
 	}
-	o := buildOptions(opts)
-	t.Logf("coordinatortest: %d workloads of %d operations passed", o.iterations, o.steps)
+	t.Logf("coordinatortest: %d workloads of %d operations passed (seeds %#x to %#x)", o.iterations, o.steps, base, base+uint64(o.iterations)-1)
 }
 
 // Check is [Run] for callers without a [TB]: it returns a [*Failure]
 // describing the first broken contract, or nil. It keeps the stores it
 // opens in a temporary directory that it removes before returning.
 func Check[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], opts ...Option) error {
+	_, err := check(h, buildOptions(opts))
+	return err
+}
+
+// check runs the workloads of o and returns the first seed it used.
+func check[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], o options) (uint64, error) {
 	if h.Open == nil || h.Write == nil || h.Read == nil {
-		return errors.New("coordinatortest: Harness needs Open, Write and Read")
+		return 0, errors.New("coordinatortest: Harness needs Open, Write and Read")
 	}
 	if (h.Init == nil) != (h.Apply == nil) {
-		return errors.New("coordinatortest: Harness needs both Init and Apply, or neither")
+		return 0, errors.New("coordinatortest: Harness needs both Init and Apply, or neither")
 	}
-	o := buildOptions(opts)
 	base := o.seed
 	if !o.seeded {
 		base = rand.Uint64()
 	}
 	tmp, err := os.MkdirTemp("", "coordinatortest-")
 	if err != nil {
-		return fmt.Errorf("coordinatortest: %w", err)
+		return base, fmt.Errorf("coordinatortest: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	exec := func(wl workload[W]) *failure { return execute(h, o, tmp, wl) }
@@ -67,17 +73,21 @@ func Check[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], op
 			continue
 		}
 		small, sf := shrink(wl, f, exec, o.shrink)
-		return newFailure(seed, len(wl.ops), small, sf)
+		return base, newFailure(seed, len(wl.ops), small, sf)
 	}
-	return nil
+	return base, nil
 }
 
 // Failure is the error [Check] returns when a contract is broken. Its
 // Error method returns the full report that [Run] prints.
 type Failure struct {
-	// Contract names the broken contract, such as "FlushDelta retry",
+	// Contract names the broken contract: "FlushDelta retry",
+	// "FlushStorage retry", "FlushDelta snapshot", "FlushDelta ranges",
 	// "Freeze", "Freeze context", "Reader", "EstimateSize", "durability",
-	// "reopen" or "FlushDelta snapshot".
+	// "reopen", "Store.LastEpoch", "Open", "Store.Close", "Store.Crash",
+	// "Read", "Flusher" (a flusher call failed for good), "panic",
+	// "liveness" (a call did not return within the Timeout) or
+	// "coordinator" (anything else the coordinator reported).
 	Contract string
 	// Detail says how it was broken.
 	Detail string
