@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/groupcommit/coordinator/coordinatortest"
@@ -122,14 +123,16 @@ func TestPlantedMistakes(t *testing.T) {
 
 // TestHangingFlusher checks that a FlushDelta that never returns (until
 // its context is canceled) fails the run, with a goroutine dump, instead of
-// hanging it.
+// hanging it. The bubble's clock runs the kit's deadlines in no real time.
 func TestHangingFlusher(t *testing.T) {
-	f := check(t, newCounterHarness(mistakes{hangFlush: true}), coordinatortest.Seed(1),
-		coordinatortest.Timeout(300*time.Millisecond), coordinatortest.ShrinkTime(2*time.Second))
-	require.NotNil(t, f)
-	assert.Equal(t, "liveness", f.Contract, f.Error())
-	assert.Contains(t, f.Detail, "did not return within 300ms")
-	assert.Contains(t, f.Detail, "goroutine ", "no goroutine dump")
+	synctest.Test(t, func(t *testing.T) {
+		f := check(t, newCounterHarness(mistakes{hangFlush: true}), coordinatortest.Seed(1),
+			coordinatortest.Timeout(10*time.Second), coordinatortest.ShrinkTime(time.Minute))
+		require.NotNil(t, f)
+		assert.Equal(t, "liveness", f.Contract, f.Error())
+		assert.Contains(t, f.Detail, "did not return within 10s")
+		assert.Contains(t, f.Detail, "goroutine ", "no goroutine dump")
+	})
 }
 
 // TestShrinking checks that a failure is reported with a workload much
