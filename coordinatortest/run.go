@@ -118,26 +118,43 @@ func newFailure[W any](seed uint64, original int, wl workload[W], f *failure) *F
 	return out
 }
 
-// shrink removes operations from a failing workload for as long as it keeps
-// failing the same contract, within budget.
+// shrink removes operations from a failing workload, then writes from its
+// batches, for as long as it keeps failing the same contract, within
+// budget.
 func shrink[W any](wl workload[W], f *failure, exec func(workload[W]) *failure, budget time.Duration) (workload[W], *failure) {
 	deadline := time.Now().Add(budget)
+	try := func(cand workload[W]) bool {
+		if time.Now().After(deadline) {
+			return false
+		}
+		if cf := exec(cand); cf != nil && cf.contract == f.contract {
+			wl, f = cand, cf
+			return true
+		}
+		return false
+	}
 	for chunk := len(wl.ops) / 2; chunk >= 1; {
 		removed := false
 		for start := 0; start < len(wl.ops); start += chunk {
-			if time.Now().After(deadline) {
-				return wl, f
-			}
 			cand := workload[W]{first: wl.first}
 			cand.ops = append(cand.ops, wl.ops[:start]...)
 			cand.ops = append(cand.ops, wl.ops[min(start+chunk, len(wl.ops)):]...)
-			if cf := exec(cand); cf != nil && cf.contract == f.contract {
-				wl, f, removed = cand, cf, true
+			if try(cand) {
+				removed = true
 				start -= chunk
 			}
 		}
 		if !removed {
 			chunk /= 2
+		}
+	}
+	for i := range wl.ops {
+		for j := 0; j < len(wl.ops[i].ws) && len(wl.ops[i].ws) > 1; j++ {
+			cand := workload[W]{first: wl.first, ops: slices.Clone(wl.ops)}
+			cand.ops[i].ws = slices.Delete(slices.Clone(wl.ops[i].ws), j, j+1)
+			if try(cand) {
+				j--
+			}
 		}
 	}
 	return wl, f
@@ -693,7 +710,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) resolve(ch int, lenient bool) *failur
 			}
 			continue
 		}
-		rg, err := p.batch.Epochs(ctx)
+		_, err := p.batch.Epochs(ctx)
 		switch {
 		case err == nil:
 			res, err := p.batch.Wait(ctx, coordinator.Applied)
@@ -701,7 +718,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) resolve(ch int, lenient bool) *failur
 				return r.callFailed("WriteBatch", err)
 			}
 			for i, x := range res {
-				r.add(rg.Start+uint64(i), p.ws[i], x.Err != nil)
+				r.add(x.Epoch, p.ws[i], x.Err != nil)
 			}
 		case errors.Is(err, context.DeadlineExceeded):
 			return r.callFailed("waiting for a batch to be applied", err)

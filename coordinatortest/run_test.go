@@ -154,6 +154,17 @@ func TestShrinking(t *testing.T) {
 	assert.Equal(t, "EstimateSize", replay.Contract)
 }
 
+// TestShrinkingBatches checks that shrinking also removes the writes of a
+// batch that the failure does not need: only the write of key "f" makes
+// EstimateSize negative, so one write must be left.
+func TestShrinkingBatches(t *testing.T) {
+	f := check(t, newCounterHarness(mistakes{negativeKey: "f"}), coordinatortest.Seed(1), coordinatortest.Iterations(30))
+	require.NotNil(t, f)
+	require.Equal(t, "EstimateSize", f.Contract, f.Error())
+	assert.Equal(t, 1, strings.Count(f.Workload, "{Key:"), "more writes than the failure needs:\n%s", f.Workload)
+	assert.Contains(t, f.Workload, "{Key:f ")
+}
+
 // TestRacyReader runs the kit on a store whose live reader skips the
 // delta's lock, in a child process built with the race detector, and
 // checks that the race is reported with the kit's reading goroutine in it.

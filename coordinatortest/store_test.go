@@ -17,16 +17,17 @@ import (
 
 // mistakes plants one or more mistakes in the counter store.
 type mistakes struct {
-	retryUnsafe  bool // FlushDelta adds the delta again when retried
-	aliasFreeze  bool // the next delta reuses the frozen delta's map
-	lostContext  bool // Freeze hands the next delta a new, empty dictionary
-	racyReader   bool // the live reader reads without the delta's lock
-	noSync       bool // FlushStorage does nothing
-	negativeSize bool // EstimateSize counts down
-	flatSize     bool // EstimateSize is always 0
-	forgetEpoch  bool // Open reports LastEpoch 0 whatever the store holds
-	lastOnly     bool // FlushDelta's snapshot holds only the delta it wrote
-	hangFlush    bool // FlushDelta blocks until its context is canceled
+	retryUnsafe  bool   // FlushDelta adds the delta again when retried
+	aliasFreeze  bool   // the next delta reuses the frozen delta's map
+	lostContext  bool   // Freeze hands the next delta a new, empty dictionary
+	racyReader   bool   // the live reader reads without the delta's lock
+	noSync       bool   // FlushStorage does nothing
+	negativeSize bool   // EstimateSize counts down
+	negativeKey  string // EstimateSize goes negative once this key is written
+	flatSize     bool   // EstimateSize is always 0
+	forgetEpoch  bool   // Open reports LastEpoch 0 whatever the store holds
+	lastOnly     bool   // FlushDelta's snapshot holds only the delta it wrote
+	hangFlush    bool   // FlushDelta blocks until its context is canceled
 }
 
 // add adds N to the counter Key. An empty key is rejected.
@@ -115,9 +116,10 @@ func (d *counterDelta) Apply(a add) (struct{}, error) {
 	d.t.mu.Lock()
 	d.t.sums[id] += a.N
 	d.t.mu.Unlock()
-	if d.m.negativeSize {
-		d.size -= 8
-	} else if !d.m.flatSize {
+	switch {
+	case d.m.negativeSize, a.Key == d.m.negativeKey:
+		d.size -= 1000
+	case !d.m.flatSize:
 		d.size += 8
 	}
 	return struct{}{}, nil
