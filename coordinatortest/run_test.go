@@ -121,6 +121,15 @@ func TestPlantedMistakes(t *testing.T) {
 	}
 }
 
+// TestNoFaults checks that the retry-safety checks come from the injected
+// failures: without them, a FlushDelta that appends again on retry is never
+// retried, and passes.
+func TestNoFaults(t *testing.T) {
+	h := newCounterHarness(mistakes{retryUnsafe: true})
+	assert.Nil(t, check(t, h, coordinatortest.Seed(1), coordinatortest.Iterations(30), coordinatortest.NoFaults()))
+	assert.NotNil(t, check(t, h, coordinatortest.Seed(1), coordinatortest.Iterations(30)))
+}
+
 // TestHangingFlusher checks that a FlushDelta that never returns (until
 // its context is canceled) fails the run, with a goroutine dump, instead of
 // hanging it. The bubble's clock runs the kit's deadlines in no real time.
