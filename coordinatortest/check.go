@@ -150,7 +150,10 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
 	if r.h.Init != nil {
 		if want := r.model(v.Written); !r.equal(l.snap, want) {
 			contract, why := r.explain(l.snap, v.Written, "FlushDelta snapshot")
-			return r.fail(contract, "the snapshot of epochs through %d (View.Written) reads %s; want %s%s; FlushDelta must return a snapshot holding every delta written so far, once each",
+			if contract == "FlushDelta snapshot" {
+				why += ". The frozen views of those epochs did not change between Freeze and FlushDelta (the kit reads each at both moments); so either FlushDelta did not write the delta it was given, or the frozen data Freeze returned for it changed before FlushDelta wrote it (it must not share state with the next delta)"
+			}
+			return r.fail(contract, "the snapshot of epochs through %d (View.Written) reads %s; want %s%s. FlushDelta must return a snapshot holding every delta written so far, once each",
 				v.Written, short(l.snap), short(want), why)
 		}
 	}

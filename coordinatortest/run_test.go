@@ -103,6 +103,7 @@ func TestPlantedMistakes(t *testing.T) {
 		{"negative EstimateSize", mistakes{negativeSize: true}, "EstimateSize", "never negative"},
 		{"EstimateSize that never grows", mistakes{flatSize: true}, "EstimateSize", "must grow with writes"},
 		{"epochs not continued", mistakes{forgetEpoch: true}, "reopen", "Store.LastEpoch must be the last epoch it holds"},
+		{"frozen data aliases the next delta", mistakes{aliasData: true}, "FlushDelta snapshot", "or the frozen data Freeze returned for it changed before FlushDelta wrote it"},
 		{"snapshot that loses earlier deltas", mistakes{lastOnly: true}, "FlushDelta snapshot", "a snapshot holding every delta written so far"},
 	}
 	for _, tt := range tests {

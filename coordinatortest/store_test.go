@@ -19,6 +19,7 @@ import (
 type mistakes struct {
 	retryUnsafe  bool   // FlushDelta adds the delta again when retried
 	aliasFreeze  bool   // the next delta reuses the frozen delta's map
+	aliasData    bool   // as aliasFreeze, but only for the data given to FlushDelta
 	lostContext  bool   // Freeze hands the next delta a new, empty dictionary
 	racyReader   bool   // the live reader reads without the delta's lock
 	noSync       bool   // FlushStorage does nothing
@@ -130,7 +131,7 @@ func (d *counterDelta) EstimateSize() int { return d.size }
 func (d *counterDelta) Freeze() (*counterFrozen, *counterFrozen, counterCtx) {
 	next := counterCtx{dict: d.dict}
 	f := &counterFrozen{t: d.t}
-	if d.m.aliasFreeze {
+	if d.m.aliasFreeze || d.m.aliasData {
 		next.reuse = d.t
 	} else {
 		d.t.mu.Lock()
@@ -139,6 +140,11 @@ func (d *counterDelta) Freeze() (*counterFrozen, *counterFrozen, counterCtx) {
 	}
 	if d.m.lostContext {
 		next.dict = &dict{ids: map[string]int{}}
+	}
+	if d.m.aliasData {
+		d.t.mu.Lock()
+		defer d.t.mu.Unlock()
+		return f, &counterFrozen{t: &table{sums: maps.Clone(d.t.sums)}}, next
 	}
 	return f, f, next
 }
