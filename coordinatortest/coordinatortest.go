@@ -198,9 +198,9 @@ type options struct {
 }
 
 // Seed replays the workload of one seed, as printed by a failure, instead
-// of drawing new seeds. The -coordinatortest.seed flag does the same. With
-// [Iterations] as well, Run executes the workloads of seed, seed+1, and so
-// on.
+// of drawing new seeds. With [Iterations] as well, Run executes the
+// workloads of seed, seed+1, and so on. The -coordinatortest.seed flag
+// overrides both: it replays the one workload of its seed.
 func Seed(seed uint64) Option { return func(o *options) { o.seed, o.seeded = seed, true } }
 
 // Iterations sets how many random workloads Run executes (default 8; with
@@ -226,11 +226,12 @@ var seedFlag = flag.Uint64("coordinatortest.seed", 0, "replay the coordinatortes
 
 func buildOptions(opts []Option) options {
 	o := options{iterations: 8, steps: 40, timeout: 20 * time.Second, faults: true, shrink: 30 * time.Second}
-	if *seedFlag != 0 {
-		o.seed, o.seeded = *seedFlag, true
-	}
 	for _, f := range opts {
 		f(&o)
+	}
+	if *seedFlag != 0 {
+		// The flag replays one workload, whatever the test asks for.
+		o.seed, o.seeded, o.iterations, o.iterSet = *seedFlag, true, 1, true
 	}
 	if o.seeded && !o.iterSet {
 		o.iterations = 1

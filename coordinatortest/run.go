@@ -28,6 +28,10 @@ func Run[W, R, C, F, FV, DV, S, M any](t TB, h Harness[W, R, C, F, FV, DV, S, M]
 		t.Fatalf("%v", err)
 		return
 	}
+	if o.iterations == 1 {
+		t.Logf("coordinatortest: the workload of %d operations of seed %#x passed", o.steps, base)
+		return
+	}
 	t.Logf("coordinatortest: %d workloads of %d operations passed (seeds %#x to %#x)", o.iterations, o.steps, base, base+uint64(o.iterations)-1)
 }
 
