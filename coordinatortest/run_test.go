@@ -21,10 +21,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var long = flag.Bool("long", false, "run many more workloads")
 
-// recorder is a TB that records failures instead of failing the test.
+// recorder is a TB that records failures and logs instead of failing the
+// test.
 type recorder struct {
 	*testing.T
-	failures []string
+	failures, logs []string
+}
+
+func (r *recorder) Logf(format string, args ...any) {
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
 }
 
 func (r *recorder) Fatalf(format string, args ...any) {
@@ -120,6 +125,23 @@ func TestPlantedMistakes(t *testing.T) {
 			assert.Regexp(t, `^(during operation \d+: |when opening the empty store|at the final Stop and reopen)`, f.Op)
 		})
 	}
+}
+
+// TestSeedFlag checks that -coordinatortest.seed replays the one workload
+// of its seed, even when the test asks for more.
+func TestSeedFlag(t *testing.T) {
+	require.NoError(t, flag.Set("coordinatortest.seed", "0x7"))
+	defer flag.Set("coordinatortest.seed", "0")
+	rec := &recorder{T: t}
+	within(t, 2*time.Minute, "coordinatortest.Run", func() {
+		coordinatortest.Run(rec, newCounterHarness(mistakes{}), coordinatortest.Iterations(50))
+	})
+	assert.Empty(t, rec.failures)
+	assert.Equal(t, []string{"coordinatortest: the workload of 40 operations of seed 0x7 passed"}, rec.logs)
+
+	f := check(t, newCounterHarness(mistakes{negativeSize: true}), coordinatortest.Seed(99))
+	require.NotNil(t, f)
+	assert.Equal(t, uint64(7), f.Seed, "the flag overrides Seed")
 }
 
 // TestNoFaults checks that the retry-safety checks come from the injected
