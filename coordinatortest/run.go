@@ -82,8 +82,9 @@ type Failure struct {
 	// "Freeze", "Freeze context", "Reader", "EstimateSize", "durability",
 	// "reopen", "Store.LastEpoch", "Open", "Store.Close", "Store.Crash",
 	// "Read", "Flusher" (a flusher call failed for good), "panic",
-	// "liveness" (a call did not return within the Timeout) or
-	// "coordinator" (anything else the coordinator reported).
+	// "liveness" (a call did not return within the Timeout),
+	// "coordinator" (anything else the coordinator reported) or "setup"
+	// (the kit could not make a directory).
 	Contract string
 	// Detail says how it was broken.
 	Detail string

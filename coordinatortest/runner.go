@@ -28,6 +28,8 @@ type pending[W, R any] struct {
 	batch *coordinator.BatchHandle[R]
 }
 
+// frozenKey names a reading of the frozen deltas from epochs.End-1 down,
+// over the snapshot of the epochs through written.
 type frozenKey struct {
 	epochs  coordinator.EpochRange
 	written uint64
@@ -62,6 +64,8 @@ type runner[W, R, C, F, FV, DV, S, M any] struct {
 	readerDone chan struct{}
 }
 
+// execute runs one workload in a new directory under tmp and returns the
+// first broken contract, or nil. Whatever happens, it stops what it started.
 func execute[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], o options, tmp string, wl workload[W]) (f *failure) {
 	dir, err := os.MkdirTemp(tmp, "store-")
 	if err != nil {
@@ -79,7 +83,7 @@ func execute[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], 
 	}()
 	r.w.setOp(atFirstOpen)
 	if f := r.open(wl.first); f != nil {
-		return f
+		return r.located(f, atFirstOpen)
 	}
 	for i, o := range wl.ops {
 		r.w.setOp(i)
@@ -101,6 +105,8 @@ func execute[W, R, C, F, FV, DV, S, M any](h Harness[W, R, C, F, FV, DV, S, M], 
 	return r.located(r.shutdown(false), atFinal)
 }
 
+// located returns the failure to report for f, found during operation op:
+// the first one a wrapper recorded, if any, since it saw the cause.
 func (r *runner[W, R, C, F, FV, DV, S, M]) located(f *failure, op int) *failure {
 	if f == nil {
 		return nil
@@ -112,6 +118,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) located(f *failure, op int) *failure 
 	return f
 }
 
+// fail returns a failure; execute locates it.
 func (r *runner[W, R, C, F, FV, DV, S, M]) fail(contract, format string, args ...any) *failure {
 	return &failure{contract: contract, detail: fmt.Sprintf(format, args...)}
 }
@@ -162,12 +169,12 @@ func goroutines() string {
 func (r *runner[W, R, C, F, FV, DV, S, M]) open(era eraConfig) *failure {
 	st, err := r.h.Open(r.dir)
 	if err != nil {
-		return r.fail("Open", "opening the store again failed: %v%s", err, r.retryHint())
+		return r.fail("Open", "Open(%q) = %v%s", r.dir, err, r.retryHint())
 	}
 	if st == nil || st.NewDelta == nil || st.Flusher == nil {
 		return r.fail("Open", "Open returned a Store without NewDelta or Flusher")
 	}
-	r.store, r.era = st, era
+	r.store, r.era = st, era // abandon closes it if what follows fails
 	r.first = st.LastEpoch + 1
 	cfg := era.config()
 	cfg.FirstEpoch = r.first
@@ -507,16 +514,15 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) shutdown(crash bool) *failure {
 func (r *runner[W, R, C, F, FV, DV, S, M]) abandon() {
 	r.stopReader()
 	r.w.release()
-	if r.c == nil {
-		return
+	if r.c != nil {
+		r.c.Abort()
+		ctx, cancel := r.ctx()
+		defer cancel()
+		if err := r.c.Stop(ctx); errors.Is(err, context.DeadlineExceeded) {
+			return // the store is stuck; leave it rather than hang
+		}
 	}
-	r.c.Abort()
-	ctx, cancel := r.ctx()
-	defer cancel()
-	if err := r.c.Stop(ctx); errors.Is(err, context.DeadlineExceeded) {
-		return // the store is stuck; leave it rather than hang
-	}
-	if r.store.Close != nil {
+	if r.store != nil && r.store.Close != nil {
 		_ = r.store.Close()
 	}
 }
