@@ -2,6 +2,7 @@ package coordinatortest_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -71,6 +72,20 @@ func TestHarnessValidated(t *testing.T) {
 	h = newCounterHarness(mistakes{})
 	h.Apply = nil
 	assert.ErrorContains(t, coordinatortest.Check(h), "both Init and Apply")
+}
+
+// TestOpenFailure checks that a store that cannot be opened is reported as
+// such, before any operation.
+func TestOpenFailure(t *testing.T) {
+	h := newCounterHarness(mistakes{})
+	h.Open = func(dir string) (*coordinatortest.Store[add, struct{}, counterCtx, *counterFrozen, *counterFrozen, *counterReader, *counterSnap], error) {
+		return nil, errors.New("disk on fire")
+	}
+	f := check(t, h, coordinatortest.Seed(1))
+	require.NotNil(t, f)
+	assert.Equal(t, "Open", f.Contract)
+	assert.Contains(t, f.Detail, "disk on fire")
+	assert.Equal(t, "when opening the empty store", f.Op)
 }
 
 // TestRunReportsThroughTB checks that Run passes a failure to Fatalf once,
