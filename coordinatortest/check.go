@@ -162,7 +162,7 @@ func (r *runner[W, R, C, F, FV, DV, S, M]) check() *failure {
 		key := frozenKey{fd.Epochs, v.Written}
 		got := l.frozen[i]
 		if before, ok := r.frozen[key]; ok && !r.equal(before, got) {
-			return r.fail("Freeze", "the frozen view of epochs %v read %s when it was frozen, and %s once later writes (through epoch %d) were applied to the next delta: a frozen view must not share state with the next delta",
+			return r.fail("Freeze", "the frozen view of epochs %v, over the same snapshot, read %s after an earlier operation, and %s once later writes (through epoch %d) were applied to the next delta: a frozen view must not share state with the next delta",
 				fd.Epochs, short(before), short(got), r.applied)
 		}
 		r.frozen[key] = got
