@@ -541,7 +541,8 @@ func TestRegressionInvalidWriteSizes(t *testing.T) {
 		c := newC(t)
 		ch := c.Channel("default")
 		// Nothing held: the huge write is admitted alone, and nothing fits
-		// beside it.
+		// beside it (paused, so that it stays held while the test looks).
+		ch.Pause()
 		huge, err := ch.TryWrite(regSW("huge", math.MaxInt))
 		require.NoError(t, err, "TryWrite of size MaxInt with nothing held")
 		require.Equal(t, int64(math.MaxInt), budgetOK(t, c, "with the huge write held"))
@@ -549,6 +550,7 @@ func TestRegressionInvalidWriteSizes(t *testing.T) {
 		require.ErrorIs(t, err, ErrBackpressure, "TryWrite of size 1 while a write of size MaxInt is held")
 		require.Equal(t, int64(math.MaxInt), budgetOK(t, c, "with the huge write held"))
 
+		ch.Resume()
 		_, err = huge.Wait(ctx, Written)
 		require.NoError(t, err)
 		regSpin(t, ctx, "budget released after the huge write was written", func() bool { return c.Stats().BudgetBytes == 0 })

@@ -1,7 +1,8 @@
 /*
  * coordinator.pml -- a Promela model of the group-commit pipeline of
- * github.com/groupcommit/coordinator, as coordinator.go, watermarks.go,
- * pausable.go and view.go implement it.  See README.md in this directory
+ * github.com/groupcommit/coordinator, as coordinator_loop.go,
+ * flusher_loop.go, pipeline.go, watermarks.go, pausable.go and view.go
+ * implement it.  See README.md in this directory
  * for the mapping of every variable and process to the Go code, the
  * properties, the bounds and what is abstracted away.
  *
@@ -33,16 +34,19 @@
 #define IDLE 1          /* idleRoundsToDelist (3 in the code) */
 #endif
 #if defined(SAFE) || defined(COALESCE)
-#define G (FS > 2 -> FS : 2)       /* exact adjacency: gaps stay > 1 */
+#define C_G (FS > 2 ? FS : 2)      /* G: exact adjacency, gaps stay > 1 */
 #else
-#define G (FS > 2 -> FS - 1 : 1)   /* epoch gaps wider than G are compressed */
+#define C_G (FS > 2 ? FS - 1 : 1)  /* G: epoch gaps wider than G are compressed */
 #endif
 #define FAR 255         /* an epoch beyond every epoch of the run */
 
-#ifdef FLUSH
+#if defined(COALESCE)
+#ifndef NFC
+#define NFC 1           /* Flush(Durable) callers (2: beyond 4 GB of states) */
+#endif
+#define NF NFC
+#elif defined(FLUSH)
 #define NF 1
-#elif defined(COALESCE)
-#define NF 2
 #else
 #define NF 0
 #endif
@@ -279,39 +283,51 @@ inline failSync() {
  * look adjacent, so the contiguity assertion at the flusher is exact only
  * in the uncompressed scenarios, SAFE and COALESCE.)
  */
-inline minAbove(v) { if :: v > c_lo && v < c_hi -> c_hi = v :: else fi }
-inline shiftDown(v) { if :: v >= c_hi && v != FAR -> v = v - c_d :: else fi }
+/*
+ * compress() is C code (one function in pan.c rather than the same loops
+ * inlined at every call site, which made pan.c slow to compile); it runs
+ * inside the model's atomic steps.  The same thing in Promela:
+ *   lo = 0; do :: lo >= next -> break
+ *   :: else -> hi = the least epoch value above lo (next if none);
+ *      if hi - lo > G, move every epoch value >= hi (but FAR) down by
+ *      hi - lo - G; lo = hi od
+ */
 #ifdef OLD_DEMAND
-#define OLDVARS(F) F(wantW); F(wantD);
+#define C_OLDVARS E(now.wantW); E(now.wantD);
 #else
-#define OLDVARS(F)
+#define C_OLDVARS
 #endif
-#define EACH_EPOCH(F) \
-  F(next); F(deltaStart); F(cjs); F(cjl); F(applied); F(written); F(durable); \
-  F(vWritten); F(fjs); F(fjl); F(lastEnd); F(syncW); OLDVARS(F) \
-  for (c_k : 0 .. MPF-1) { F(qs[c_k]); F(ql[c_k]) }; \
-  for (c_k : 0 .. NW-1) { F(hep[c_k]) }; \
-  for (c_k : 0 .. NSLOT-1) { F(wep[c_k]) }; \
-  for (c_k : 0 .. NFA-1) { F(freply[c_k]) }
+#define C_EPOCHS \
+  E(now.next); E(now.deltaStart); E(now.cjs); E(now.cjl); E(now.applied); \
+  E(now.written); E(now.durable); E(now.vWritten); E(now.fjs); E(now.fjl); \
+  E(now.lastEnd); E(now.syncW); C_OLDVARS \
+  for (k = 0; k < MPF; k++) { E(now.qs[k]); E(now.ql[k]); } \
+  for (k = 0; k < NW; k++) { E(now.hep[k]); } \
+  for (k = 0; k < NSLOT; k++) { E(now.wep[k]); } \
+  for (k = 0; k < NFA; k++) { E(now.freply[k]); }
 
+c_code {
+  static void compress_epochs(void) {
+    int lo = 0, hi, d, k;
+    while (lo < now.next) {
+      hi = now.next;
+#define E(v) if ((v) > lo && (v) < hi) hi = (v)
+      C_EPOCHS
+#undef E
+      if (hi - lo > C_G) {
+        d = hi - lo - C_G;
+#define E(v) if ((v) >= hi && (v) != 255) (v) -= d
+        C_EPOCHS
+#undef E
+        hi = lo + C_G;
+      }
+      lo = hi;
+    }
+  }
+}
 inline compress() {
-  c_lo = 0;
-  do
-  :: c_lo >= next -> break
-  :: else ->
-     c_hi = next;
-     EACH_EPOCH(minAbove);
-     if
-     :: c_hi - c_lo > G ->
-        c_d = c_hi - c_lo - G;
-        EACH_EPOCH(shiftDown);
-        c_hi = c_lo + G
-     :: else
-     fi;
-     c_lo = c_hi
-  od;
-  assert(next < FAR - 1);
-  c_lo = 0; c_hi = 0; c_d = 0
+  c_code { compress_epochs(); };
+  assert(next < FAR - 1)
 }
 
 /* Coordinator.fail's second half, pipeline.announceFailure */
@@ -973,7 +989,7 @@ proctype Pauser() {
 /* time.AfterFunc(FlushInterval): sets timerFired and forces a wake-up */
 proctype Timer() {
   do
-  :: atomic { nfire < 2 && !timerFired -> timerFired = 1; wake = 1; nfire++ }
+  :: atomic { nfire < 1 && !timerFired -> timerFired = 1; wake = 1; nfire++ }
   :: break
   od
 }
@@ -1011,7 +1027,7 @@ proctype Stopper() {
 #ifndef W0WAITS
 #define W0WAITS 4
 #endif
-/* SAFE: how many times each writer writes */
+/* SAFE, COALESCE: how many times each writer writes */
 #ifndef W0N
 #define W0N 2
 #endif
@@ -1032,15 +1048,15 @@ proctype Stopper() {
  * QUIET:    writer 0 writes forever without waiting; writer 1 waits for
  *           Durable at a FAR epoch, writes once, waits Durable, and gives
  *           up on both.  Afterwards nobody asks for anything.
- * COALESCE: two writers, Durable waits, two Flush(Durable) callers, Stop.
+ * COALESCE: two writers, Durable waits, a Flush(Durable) caller (NFC), Stop.
  */
 init {
   atomic {
     run Coordinator();
     run Flusher();
 #if defined(SAFE)
-    run Writer(0, W0N, 7, 0, 0);
-    run Writer(1, W1N, 7, 1, 0);
+    run Writer(0, W0N, 6, 0, 0);
+    run Writer(1, W1N, 5, 1, 0);
 #if NW > 2
     run Writer(2, 1, 1, 0, 0);
 #endif
@@ -1054,13 +1070,15 @@ init {
     run Writer(0, 0, 1, 0, 0);
     run Writer(1, 1, 4, 1, L_DUR);
 #elif defined(COALESCE)
-    run Writer(0, 1, 4, 0, 0);
-    run Writer(1, 1, 4, 1, 0);
+    run Writer(0, W0N, 4, 0, 0);
+    run Writer(1, W1N, 4, 1, 0);
 #endif
 #if NF > 0
 #if defined(COALESCE)
     run FlushCaller(0, L_DUR, 0);
+#if NF > 1
     run FlushCaller(1, L_DUR, 1);
+#endif
 #elif defined(SAFE)
     if
     :: run FlushCaller(0, L_APP, 1)

@@ -16,7 +16,8 @@ package main
 //	   8  seq      uint64   the segment's sequence number, as in its name
 //	  16  first    uint64   the first store epoch it holds
 //	  24  end      uint64   one past the last store epoch it holds
-//	  32  count    uint32   number of records, at least 1 and at most end-first
+//	  32  count    uint32   number of records, at most end-first (0 when Apply
+//	                        rejected every write of the delta)
 //	  36  flags    uint32   0
 //	  40  bodyLen  uint64   total length of the records that follow
 //	records, count times, in strictly increasing key order:
@@ -458,7 +459,7 @@ func decodeSegment(data []byte) (segmentHeader, *Table, error) {
 	if h.epochs.Start == 0 || h.epochs.End <= h.epochs.Start {
 		return corrupt("bad epoch range %v", h.epochs)
 	}
-	if h.count == 0 || uint64(h.count) > h.epochs.Len() {
+	if uint64(h.count) > h.epochs.Len() {
 		return corrupt("%d records for %d epochs", h.count, h.epochs.Len())
 	}
 	t := newTable(int(h.count))

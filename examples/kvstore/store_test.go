@@ -604,3 +604,21 @@ func TestFlusherSyncsAndRetries(t *testing.T) {
 		t.Errorf("FlushDelta(canceled ctx) = %v; want context.Canceled", err)
 	}
 }
+
+// A delta whose writes Apply all rejected still takes its epochs, so it is
+// written as a segment without records, and recovery must accept it: the
+// segments after it continue from its epochs.
+func TestSegmentWithoutRecordsRecovers(t *testing.T) {
+	dir := t.TempDir()
+	data := encodeSegment(1, coordinator.EpochRange{Start: 1, End: 3}, newTable(0))
+	if _, _, err := decodeSegment(data); err != nil {
+		t.Fatalf("decodeSegment(a segment without records) = %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, segmentName(1)), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := mustOpen(t, dir)
+	if rec.Segments != 1 || rec.LastEpoch != 2 || len(rec.Discarded) != 0 {
+		t.Errorf("Open = %d segments, last epoch %d, discarded %v; want 1, 2, none", rec.Segments, rec.LastEpoch, rec.Discarded)
+	}
+}

@@ -113,10 +113,15 @@ type Flusher struct {
 
 // FlushDelta writes the segment object for epochs. The segment is then
 // Written: readers of this process see it through the returned state, but
-// [Recover] will not until FlushStorage lists it in the manifest. Writing
-// the same segment again (a retry) rewrites the same object.
+// [Recover] will not until FlushStorage lists it in the manifest. A retry
+// after a call that failed writes the same object again; a retry after a
+// call that succeeded (its result lost on the way) returns the state that
+// already holds the segment, so that the manifest never lists it twice.
 func (f *Flusher) FlushDelta(ctx context.Context, seg *Segment, epochs coordinator.EpochRange) (*State, error) {
 	first, last := epochs.Start, epochs.Last()
+	if last <= f.state.Last() {
+		return f.state, nil
+	}
 	data := seg.encode(first, last)
 	ref := SegmentRef{
 		Name:    segmentName(first, last),
