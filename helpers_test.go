@@ -281,14 +281,29 @@ func w(key string, value uint64, size int) testWrite { return testWrite{key, val
 // goroutine dump instead of hanging the suite. Inside a synctest bubble the
 // deadline is on the bubble's fake clock, so a deadlock there fails as soon
 // as every goroutine is blocked.
-const testDeadline = 30 * time.Second
+const testDeadline = 10 * time.Second
 
 // deadlineCtx returns a context that ends testDeadline from now (or when
-// the test ends).
+// the test ends). A call given it cannot hang the test: it returns the
+// context's error, which the test reports naming the call. The goroutines
+// are dumped at the moment the deadline passes, while the call that hung
+// is still blocked, and the dump is added to the output of a test that
+// failed.
 func deadlineCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	t.Cleanup(cancel)
+	dumped := make(chan string, 1) // buffer of 1: the callback never blocks
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			dumped <- goroutineDump()
+		}
+	})
+	t.Cleanup(func() {
+		if !stop() && errors.Is(ctx.Err(), context.DeadlineExceeded) && t.Failed() {
+			t.Logf("a context hit the %v test deadline; goroutines when it expired:\n%s", testDeadline, <-dumped)
+		}
+		cancel()
+	})
 	return ctx
 }
 
