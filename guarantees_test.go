@@ -280,7 +280,7 @@ func TestGuaranteeWaitDuringFlushServedWhenFlusherFrees(t *testing.T) {
 // when the two goroutines run in parallel. The same check then runs
 // through a coordinator under load.
 func TestGuaranteeWatermarksNeverTorn(t *testing.T) {
-	check := func(t *testing.T, read func() Watermarks, move func(stop <-chan struct{})) {
+	check := func(t *testing.T, reads int, read func() Watermarks, move func(stop <-chan struct{})) {
 		t.Helper()
 		stop, moved := make(chan struct{}), make(chan struct{})
 		go func() {
@@ -292,7 +292,7 @@ func TestGuaranteeWatermarksNeverTorn(t *testing.T) {
 			await(t, "the watermarks stop moving", moved)
 		}()
 		var last Watermarks
-		for i := 0; i < 200_000; i++ {
+		for i := range reads {
 			m := read()
 			if m.Applied < m.Written || m.Written < m.Durable {
 				t.Fatalf("read %d: Watermarks() = %+v; want Applied >= Written >= Durable", i, m)
@@ -309,7 +309,7 @@ func TestGuaranteeWatermarksNeverTorn(t *testing.T) {
 
 	t.Run("levels", func(t *testing.T) {
 		var l levels
-		check(t, l.snapshot, func(stop <-chan struct{}) {
+		check(t, 2_000_000, l.snapshot, func(stop <-chan struct{}) {
 			for e := uint64(1); ; e++ {
 				select {
 				case <-stop:
@@ -327,7 +327,7 @@ func TestGuaranteeWatermarksNeverTorn(t *testing.T) {
 		c := regNew(t, testConfig(), newRegFlusher())
 		c.Start()
 		ctx := deadlineCtx(t)
-		check(t, c.Watermarks, func(stop <-chan struct{}) {
+		check(t, 200_000, c.Watermarks, func(stop <-chan struct{}) {
 			ch := c.Channel(defaultChannel)
 			for i := uint64(0); ; i++ {
 				select {

@@ -243,18 +243,29 @@ func newTestCoordinator(t testing.TB, cfg Config, ctx testContext, f *testFlushe
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() {
-		// Stop is idempotent; this only makes sure nothing leaks when a
-		// test fails early. Tests that check Stop's result call it
-		// themselves.
-		_ = c.Stop(context.Background())
-	})
+	stopAtCleanup(t, c, testDeadline)
 	return c
+}
+
+// stopAtCleanup stops c when the test ends. Stop is idempotent; this only
+// makes sure nothing leaks when a test fails early (tests that check
+// Stop's result call it themselves). A Stop that does not return within
+// patience fails the test with a goroutine dump. Inside a synctest bubble
+// patience is fake time: tests whose flusher sleeps pass a long one, which
+// costs nothing.
+func stopAtCleanup[W, R, FV, DV, S any](t testing.TB, c *Coordinator[W, R, FV, DV, S], patience time.Duration) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		if err := c.Stop(ctx); errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Stop at the end of the test did not return within %v; goroutines:\n%s", patience, goroutineDump())
+		}
+	})
 }
 
 func stop(t testing.TB, c *testCoordinator) {
 	t.Helper()
-	if err := c.Stop(context.Background()); err != nil {
+	if err := c.Stop(deadlineCtx(t)); err != nil {
 		t.Fatalf("Stop() = %v; want nil", err)
 	}
 }

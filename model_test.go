@@ -330,7 +330,7 @@ func modelNewCoordinator(t testing.TB, cfg Config, inj *faultInjector) (*testCoo
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	stopAtCleanup(t, c, 24*time.Hour) // fake time
 	return c, fl
 }
 

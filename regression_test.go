@@ -1151,6 +1151,7 @@ func regRacingWaits(t *testing.T, settle func()) {
 	c := regNew(t, testConfig(), newRegFlusher())
 	c.Start()
 	ch := c.Channel("default")
+	ctx := deadlineCtx(t)
 	for round := range uint64(3) {
 		ch.Pause()
 		h, err := ch.TryWrite(w("k", round, 1))
@@ -1158,8 +1159,8 @@ func regRacingWaits(t *testing.T, settle func()) {
 		errs := make(chan error, 2*waiters)
 		cancels := make([]context.CancelFunc, 0, 2*waiters)
 		for range waiters {
-			wctx, cancel := context.WithCancel(context.Background())
-			hctx, hcancel := context.WithCancel(context.Background())
+			wctx, cancel := context.WithCancel(ctx)
+			hctx, hcancel := context.WithCancel(ctx)
 			cancels = append(cancels, cancel, hcancel)
 			go func() { errs <- c.WaitFor(wctx, Applied, round+1) }()
 			go func() { _, err := h.Wait(hctx, Applied); errs <- err }()
@@ -1177,7 +1178,7 @@ func regRacingWaits(t *testing.T, settle func()) {
 			}
 		}
 	}
-	require.NoError(t, c.Stop(context.Background()))
+	require.NoError(t, c.Stop(ctx))
 }
 
 // ============================================================================
