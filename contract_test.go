@@ -96,7 +96,7 @@ func TestContractEpochRepeatedAndConcurrent(t *testing.T) {
 		t.Fatal("Applied() = true before Start")
 	}
 	c.Start()
-	wg.Wait()
+	within(t, "the Epoch() callers", wg.Wait)
 	close(results)
 	n := 0
 	for r := range results {
@@ -190,7 +190,7 @@ func TestContractDurabilityOrdering(t *testing.T) {
 		}()
 	}
 	for range writers {
-		if err := <-errs; err != nil {
+		if err := await(t, "a writer", errs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -337,7 +337,7 @@ func TestContractPauseStopsApplyingWhileWritesArrive(t *testing.T) {
 
 	chA.Resume()
 	stopWriter()
-	wg.Wait()
+	within(t, "the writer stopping", wg.Wait)
 	mu.Lock()
 	defer mu.Unlock()
 	for i, h := range handles {
@@ -409,7 +409,7 @@ func TestContractStopIdempotentStartAfterStopNoop(t *testing.T) {
 		go func() { errs <- c.Stop(deadlineCtx(t)) }()
 	}
 	for range 4 {
-		if err := <-errs; err != nil {
+		if err := await(t, "a concurrent Stop()", errs); err != nil {
 			t.Fatalf("concurrent Stop() = %v; want nil", err)
 		}
 	}
@@ -577,7 +577,7 @@ func TestContractLagErrorReportsMissedAndRecovers(t *testing.T) {
 	res := ctAsync(func() (uint64, error) { return 0, mon.Wait(deadlineCtx(t), Written, 3) })
 	ctParked(&sub.marks.written, 1)
 	sub.Advance(Written, v.Written)
-	if r := <-res; r.err != nil {
+	if r := await(t, "Monitor.Wait(Written, 3)", res); r.err != nil {
 		t.Fatalf("Monitor.Wait(Written, 3) after Advance = %v; want nil", r.err)
 	}
 
@@ -642,7 +642,7 @@ func TestContractMonitorWaitAdvanceAndClose(t *testing.T) {
 		t.Fatalf("Monitor.Wait(Written, 5) woke at 4 (%d parked)", n)
 	}
 	sub.Advance(Durable, 5) // Durable implies Written
-	if r := <-written; r.err != nil {
+	if r := await(t, "Monitor.Wait(Written, 5)", written); r.err != nil {
 		t.Fatalf("Monitor.Wait(Written, 5) after Advance(Durable, 5) = %v; want nil", r.err)
 	}
 	if got := mon.Watermarks(); got != (Watermarks{5, 5, 5}) {
@@ -653,7 +653,7 @@ func TestContractMonitorWaitAdvanceAndClose(t *testing.T) {
 	ctParked(&sub.marks.applied, 1)
 	sub.Close()
 	sub.Close() // idempotent
-	if r := <-pending; !errors.Is(r.err, ErrClosed) {
+	if r := await(t, "Monitor.Wait(Applied, 10)", pending); !errors.Is(r.err, ErrClosed) {
 		t.Fatalf("Monitor.Wait(Applied, 10) across Close = %v; want ErrClosed", r.err)
 	}
 	if err := mon.Wait(deadlineCtx(t), Durable, 5); err != nil {
@@ -753,7 +753,7 @@ func TestContractConcurrentBatchesAreContiguous(t *testing.T) {
 		}()
 	}
 	for range goroutines {
-		if err := <-errs; err != nil {
+		if err := await(t, "a batch writer", errs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -800,7 +800,7 @@ func TestContractCancelBlockedWrite(t *testing.T) {
 		return 0, err
 	})
 	cancel()
-	r := <-res
+	r := await(t, "the canceled Write", res)
 	if !errors.Is(r.err, context.Canceled) || r.epoch != 0 {
 		t.Fatalf("blocked Write after cancel = handle %v, %v; want nil, context.Canceled", r.epoch == 1, r.err)
 	}
@@ -830,7 +830,7 @@ func TestContractCancelBlockedEpochAndFlush(t *testing.T) {
 	flush := ctAsync(func() (uint64, error) { return c.Flush(ctx, Applied) })
 	cancel()
 	for name, res := range map[string]<-chan ctResult{"Epoch": epoch, "Flush(Applied)": flush} {
-		if r := <-res; !errors.Is(r.err, context.Canceled) || r.epoch != 0 {
+		if r := await(t, name, res); !errors.Is(r.err, context.Canceled) || r.epoch != 0 {
 			t.Fatalf("blocked %s after cancel = %d, %v; want 0, context.Canceled", name, r.epoch, r.err)
 		}
 	}
@@ -878,7 +878,7 @@ func TestContractCancelBlockedWaitAndFlushOnStuckFlusher(t *testing.T) {
 			res := ctAsync(func() (uint64, error) { return tc.call(ctx, c, h) })
 			await(t, "FlushDelta starts", started) // the flush it asked for is stuck in FlushDelta
 			cancel()
-			if r := <-res; !errors.Is(r.err, context.Canceled) {
+			if r := await(t, tc.name, res); !errors.Is(r.err, context.Canceled) {
 				t.Fatalf("blocked %s after cancel = %v; want context.Canceled", tc.name, r.err)
 			}
 			if m := c.Watermarks(); m.Written != 0 || m.Durable != 0 {
@@ -905,7 +905,7 @@ func TestContractCancelBlockedNext(t *testing.T) {
 	ctx, cancel := context.WithCancel(deadlineCtx(t))
 	res := ctAsync(func() (uint64, error) { _, err := sub.Next(ctx); return 0, err })
 	cancel()
-	if r := <-res; !errors.Is(r.err, context.Canceled) {
+	if r := await(t, "the canceled Next()", res); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("blocked Next() after cancel = %v; want context.Canceled", r.err)
 	}
 	// Nothing was consumed: the next view still arrives.
@@ -938,7 +938,7 @@ func TestRegressionWaitersAcrossSynctestBubbles(t *testing.T) {
 			wg.Go(func() { _, _ = h.Wait(ctx, Applied) })
 		}
 		c.Start()
-		wg.Wait()
+		within(t, "the Wait(Applied) callers", wg.Wait)
 		stop(t, c)
 	}
 	for range 5 {
@@ -1016,7 +1016,7 @@ func TestContractMonitorReleasedWhenFeedEnds(t *testing.T) {
 		}
 		sub.Advance(Written, v.Written)
 	}
-	if err := <-waitErr; !errors.Is(err, ErrClosed) {
+	if err := await(t, "Monitor.Wait(Written, 100)", waitErr); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Monitor.Wait(Written, 100) after the feed ended = %v; want ErrClosed", err)
 	}
 	if got := sub.Watermarks().Written; got != 1 {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"runtime"
 	"sync"
@@ -12,7 +13,17 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(watchedM{m}) }
+
+// watchedM runs the tests with the hang watchdog (see hangWatch), which is
+// stopped before goleak looks for leaked goroutines.
+type watchedM struct{ m *testing.M }
+
+func (w watchedM) Run() int {
+	stop := hangs.start()
+	defer stop()
+	return w.m.Run()
+}
 
 // This file holds the test double used across the package's tests: a port
 // of the reference's TestDelta, TestFlusher and in-memory storage.
@@ -254,6 +265,7 @@ func newTestCoordinator(t testing.TB, cfg Config, ctx testContext, f *testFlushe
 // patience is fake time: tests whose flusher sleeps pass a long one, which
 // costs nothing.
 func stopAtCleanup[W, R, FV, DV, S any](t testing.TB, c *Coordinator[W, R, FV, DV, S], patience time.Duration) {
+	hangs.watch(t)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
@@ -302,6 +314,7 @@ const testDeadline = 10 * time.Second
 // failed.
 func deadlineCtx(t testing.TB) context.Context {
 	t.Helper()
+	hangs.watch(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	dumped := make(chan string, 1) // buffer of 1: the callback never blocks
 	stop := context.AfterFunc(ctx, func() {
@@ -316,6 +329,81 @@ func deadlineCtx(t testing.TB) context.Context {
 		cancel()
 	})
 	return ctx
+}
+
+// hangGrace is how long past testDeadline a test that took a deadlineCtx
+// may keep running before the watchdog ends the run.
+const hangGrace = 5 * time.Second
+
+// hangs watches the tests that took a deadlineCtx.
+var hangs = &hangWatch{tests: map[testing.TB]time.Time{}}
+
+// hangWatch ends the run, with a goroutine dump, when a test that took a
+// deadlineCtx is still running testDeadline+hangGrace after it first did.
+// A deadline makes a well-behaved call return, but not a call that ignores
+// its context, nor a hang in the cancellation path itself, nor a receive
+// from a goroutine that hung: nothing can interrupt those, so the watchdog
+// makes them fail in seconds, naming the test, rather than at go test's
+// -timeout. It runs outside every synctest bubble, on real time, so it
+// also bounds tests on fake time: a bubble that runs that long is hung,
+// whatever its clock says.
+type hangWatch struct {
+	mu    sync.Mutex
+	tests map[testing.TB]time.Time // protected by mu; zero until the watchdog saw the test
+}
+
+// watch adds t, unless it is watched already, until it ends.
+func (h *hangWatch) watch(t testing.TB) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.tests[t]; ok {
+		return
+	}
+	h.tests[t] = time.Time{}
+	t.Cleanup(func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.tests, t)
+	})
+}
+
+// start starts the watchdog and returns a function that stops it.
+func (h *hangWatch) start() (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				h.check(now)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// check stamps the tests it sees for the first time with now (the
+// watchdog's clock is real; a test's may be fake) and panics if one has
+// run too long since.
+func (h *hangWatch) check(now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for t, seen := range h.tests {
+		switch {
+		case seen.IsZero():
+			h.tests[t] = now
+		case now.Sub(seen) > testDeadline+hangGrace:
+			panic(fmt.Sprintf("%s still runs %v after it took a %v test deadline: a call ignored its deadline or waited without one; goroutines:\n%s",
+				t.Name(), now.Sub(seen).Round(time.Second), testDeadline, goroutineDump()))
+		}
+	}
 }
 
 // goroutineDump returns the stacks of every goroutine.

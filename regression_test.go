@@ -51,6 +51,7 @@ func regSpin(t testing.TB, ctx context.Context, what string, cond func() bool) {
 // regStopAtCleanup stops c when the test ends, with a bounded wait so that a
 // coordinator that cannot stop does not hang the test run.
 func regStopAtCleanup[W, R, FV, DV, S any](t testing.TB, c *Coordinator[W, R, FV, DV, S]) {
+	hangs.watch(t)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), regHang)
 		defer cancel()
@@ -1173,7 +1174,7 @@ func regRacingWaits(t *testing.T, settle func()) {
 		}()
 		ch.Resume()
 		for range 2 * waiters {
-			if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {
+			if err := await(t, "a canceled wait", errs); err != nil && !errors.Is(err, context.Canceled) {
 				t.Errorf("wait: %v", err)
 			}
 		}
