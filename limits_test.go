@@ -1,0 +1,146 @@
+package coordinator
+
+// This file checks the documented limits at their exact edges: a byte
+// budget filled to the byte, sizes that add up to the largest int64,
+// FirstEpoch at its maximum, the recycled waiter cache at its bound, and
+// that the budget, once writers stop waiting for it, neither freezes nor
+// refuses anything.
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"testing/synctest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A write fits when it fills the byte budget exactly; one more byte does
+// not.
+func TestLimitBudgetFilledExactly(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxBytes = 100
+	c := newRegSized(t, cfg, newRegFlusher())
+	ch := c.Channel(defaultChannel)
+	// Not started: nothing is released, so the budget only fills.
+	for _, n := range []int{60, 40} {
+		_, err := ch.TryWrite(regSW(fmt.Sprint("k", n), n))
+		require.NoError(t, err, "TryWrite of %d bytes with %d held of 100", n, c.Stats().BudgetBytes)
+	}
+	_, err := ch.TryWrite(regSW("over", 1))
+	require.ErrorIs(t, err, ErrBackpressure, "TryWrite of 1 byte with the budget full")
+	assert.Equal(t, int64(100), c.Stats().BudgetBytes, "BudgetBytes")
+}
+
+// While no writer waits for budget and TryWrite found room, the budget
+// asks for no freeze; once writers waited and were admitted, it refuses
+// nothing that fits.
+func TestLimitBudgetIdleAfterWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := &frozenLog{}
+		cfg := testConfig()
+		cfg.MaxBytes = 10
+		cfg.Observer = log
+		c := newRegSized(t, cfg, newRegFlusher())
+		ch := c.Channel(defaultChannel)
+		c.Start()
+		ctx := deadlineCtx(t)
+
+		for i := range 3 {
+			_, err := ch.TryWrite(regSW(fmt.Sprint("small", i), 1))
+			require.NoError(t, err)
+		}
+		synctest.Wait()
+		require.Empty(t, log.events(), "freezes with 3 of 10 budget bytes held and nobody waiting")
+
+		// Fill the budget; a writer waits for it and is admitted once the
+		// live delta is frozen and written.
+		_, err := ch.TryWrite(regSW("fill", 7))
+		require.NoError(t, err)
+		admitted := make(chan error, 1) // buffer of 1: the writer never blocks
+		go func() {
+			_, err := ch.Write(ctx, regSW("waits", 10))
+			admitted <- err
+		}()
+		synctest.Wait()
+		require.NoError(t, await(t, "the Write waiting for budget", admitted))
+		_, err = c.Flush(ctx, Written)
+		require.NoError(t, err, "Flush(Written)")
+		require.Equal(t, int64(0), c.Stats().BudgetBytes, "BudgetBytes once everything is written")
+
+		_, err = ch.TryWrite(regSW("after", 10))
+		assert.NoError(t, err, "TryWrite of the whole budget once it is free again")
+	})
+}
+
+// addSize sums sizes up to the largest int64 and refuses negative sizes
+// and overflow.
+func TestLimitAddSize(t *testing.T) {
+	for _, tc := range []struct {
+		total, n, want int64
+		ok             bool
+	}{
+		{0, 0, 0, true},
+		{5, 0, 5, true},
+		{5, 1, 6, true},
+		{0, -1, 0, false},
+		{5, -1, 5, false},
+		{math.MaxInt64 - 5, 5, math.MaxInt64, true},
+		{math.MaxInt64 - 4, 5, math.MaxInt64 - 4, false},
+		{math.MaxInt64, 0, math.MaxInt64, true},
+		{math.MaxInt64, 1, math.MaxInt64, false},
+	} {
+		got, ok := addSize(tc.total, tc.n)
+		assert.Equal(t, tc.want, got, "addSize(%d, %d)", tc.total, tc.n)
+		assert.Equal(t, tc.ok, ok, "addSize(%d, %d) ok", tc.total, tc.n)
+	}
+}
+
+// A batch of zero-size writes is accepted; a batch whose sizes overflow
+// is refused.
+func TestLimitBatchSizes(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxBytes = 100
+	c := newRegSized(t, cfg, newRegFlusher())
+	ch := c.Channel(defaultChannel)
+	_, err := ch.WriteBatch(deadlineCtx(t), []regSizedWrite{regSW("a", 0), regSW("b", 0)})
+	require.NoError(t, err, "WriteBatch of zero-size writes")
+	_, err = ch.WriteBatch(deadlineCtx(t), []regSizedWrite{regSW("a", math.MaxInt), regSW("b", 1)})
+	require.ErrorIs(t, err, ErrInvalidSize, "WriteBatch whose sizes overflow")
+}
+
+// FirstEpoch may be as large as 1<<62, not beyond.
+func TestLimitFirstEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		first uint64
+		ok    bool
+	}{{1 << 62, true}, {1<<62 + 1, false}} {
+		cfg := testConfig()
+		cfg.FirstEpoch = tc.first
+		f := newTestFlusher()
+		c, err := New(cfg, newTestDelta, testContext{}, f.storage.snapshot(), f)
+		if c != nil {
+			stopAtCleanup(t, c, testDeadline)
+		}
+		if tc.ok {
+			require.NoError(t, err, "New with FirstEpoch %d", tc.first)
+			assert.Equal(t, Watermarks{tc.first - 1, tc.first - 1, tc.first - 1}, c.Watermarks(), "Watermarks() with FirstEpoch %d", tc.first)
+		} else {
+			require.Error(t, err, "New with FirstEpoch %d", tc.first)
+		}
+	}
+}
+
+// The waiter cache keeps at most waiterCacheMax waiters and hands them
+// back.
+func TestLimitWaiterCache(t *testing.T) {
+	var c waiterCache
+	for range waiterCacheMax + 10 {
+		c.put(&fifoWaiter{ready: make(chan struct{}, 1)})
+	}
+	require.Len(t, c.free, waiterCacheMax, "cached waiters after %d puts", waiterCacheMax+10)
+	w := c.free[len(c.free)-1]
+	assert.Same(t, w, c.get(), "get() returns the last waiter put")
+	assert.Len(t, c.free, waiterCacheMax-1, "cached waiters after a get")
+}
