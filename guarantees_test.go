@@ -506,3 +506,101 @@ func TestGuaranteeTimingMaxIsTheMaximum(t *testing.T) {
 		})
 	})
 }
+
+// appliedLog is an Observer that counts the writes reported applied.
+type appliedLog struct {
+	NopObserver
+	writes atomic.Int64
+}
+
+func (l *appliedLog) Applied(_ string, writes int, _ time.Duration) { l.writes.Add(int64(writes)) }
+
+// With an Observer, every batch applied is reported to it, each write
+// once.
+func TestGuaranteeObserverSeesEveryApply(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		obs := &appliedLog{}
+		cfg := testConfig()
+		cfg.Observer = obs
+		c := newTestCoordinator(t, cfg, testContext{}, newTestFlusher())
+		c.Start()
+		for i := range 5 {
+			mustTryWrite(t, c, w(fmt.Sprint("k", i), 1, 1))
+			synctest.Wait()
+		}
+		_, err := c.Channel(defaultChannel).WriteBatch(deadlineCtx(t), []testWrite{w("b1", 1, 1), w("b2", 2, 1)})
+		require.NoError(t, err)
+		synctest.Wait()
+		assert.Equal(t, int64(7), obs.writes.Load(), "writes reported to Observer.Applied")
+		assert.Equal(t, uint64(7), c.Stats().Channels[0].Applied, "Stats().Channels[0].Applied")
+	})
+}
+
+// Stats reports the frozen deltas queued for or in the flusher, and
+// whether FlushStorage runs, as they are.
+func TestGuaranteeStatsPendingAndSyncing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newRegFlusher()
+		blockDelta, deltaStarted, releaseDelta := regBlockFirst()
+		f.beforeDelta = func(ctx context.Context, n int64, _ EpochRange) error { return blockDelta(ctx, n) }
+		blockSync, syncStarted, releaseSync := regBlockFirst()
+		f.beforeStorage = blockSync
+		c := regNew(t, testConfig(), f)
+		c.Start()
+		ctx := deadlineCtx(t)
+
+		for i := range 2 {
+			mustTryWrite(t, c, w(fmt.Sprint("k", i), 1, 1))
+			_, err := c.Flush(ctx, Applied)
+			require.NoError(t, err)
+		}
+		<-deltaStarted
+		synctest.Wait()
+		st := c.Stats()
+		assert.Equal(t, 2, st.PendingFlushes, "PendingFlushes with one delta in FlushDelta and one queued")
+		assert.False(t, st.Syncing, "Syncing before any FlushStorage")
+
+		durable := make(chan error, 1) // buffer of 1: the flusher never blocks
+		go func() {
+			_, err := c.Flush(ctx, Durable)
+			durable <- err
+		}()
+		releaseDelta()
+		<-syncStarted
+		synctest.Wait()
+		st = c.Stats()
+		assert.Equal(t, 0, st.PendingFlushes, "PendingFlushes while FlushStorage runs")
+		assert.True(t, st.Syncing, "Syncing while FlushStorage runs")
+
+		releaseSync()
+		require.NoError(t, <-durable, "Flush(Durable)")
+		st = c.Stats()
+		assert.Equal(t, 0, st.PendingFlushes, "PendingFlushes once idle")
+		assert.False(t, st.Syncing, "Syncing once idle")
+	})
+}
+
+// Flush is served between the coordinator's turns: writes that keep it
+// busy without a pause cannot starve a Flush. Here every write applied
+// queues another, so the coordinator is never idle.
+func TestGuaranteeFlushServedWhileWritesNeverStop(t *testing.T) {
+	inj := newFaultInjector()
+	var (
+		c    *testCoordinator
+		more atomic.Bool
+	)
+	more.Store(true)
+	defer more.Store(false)
+	inj.applyHook = func(testWrite) {
+		if more.Load() {
+			// Refused once the queue is full or closed: it is busy anyway.
+			_, _ = c.Channel(defaultChannel).TryWrite(w("more", 1, 1))
+		}
+	}
+	c, _ = faultNewCoordinator(t, testConfig(), inj)
+	c.Start()
+	mustTryWrite(t, c, w("first", 1, 1))
+	e, err := c.Flush(deadlineCtx(t), Applied)
+	require.NoError(t, err, "Flush(Applied) while writes never stop")
+	assert.Positive(t, e, "epoch the Flush covers")
+}
