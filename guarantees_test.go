@@ -604,3 +604,40 @@ func TestGuaranteeFlushServedWhileWritesNeverStop(t *testing.T) {
 	require.NoError(t, err, "Flush(Applied) while writes never stop")
 	assert.Positive(t, e, "epoch the Flush covers")
 }
+
+// Flush covers every write accepted on an unpaused channel before it was
+// called, also those queued while the coordinator was applying others:
+// it applies them before it freezes.
+func TestGuaranteeFlushCoversWritesQueuedDuringATurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		inj := newFaultInjector()
+		applying, release := make(chan struct{}), make(chan struct{})
+		inj.applyHook = func(wr testWrite) {
+			if wr.key == "first" {
+				close(applying)
+				<-release
+			}
+		}
+		c, _ := faultNewCoordinator(t, testConfig(), inj)
+		c.Start()
+		mustTryWrite(t, c, w("first", 1, 1))
+		<-applying // the coordinator is in the middle of a turn
+		mustTryWrite(t, c, w("second", 2, 1))
+		mustTryWrite(t, c, w("third", 3, 1))
+
+		type flushResult struct {
+			epoch uint64
+			err   error
+		}
+		flushed := make(chan flushResult, 1) // buffer of 1: the caller never blocks
+		go func() {
+			e, err := c.Flush(deadlineCtx(t), Applied)
+			flushed <- flushResult{e, err}
+		}()
+		synctest.Wait() // Flush waits for the coordinator
+		close(release)
+		r := <-flushed
+		require.NoError(t, r.err, "Flush(Applied)")
+		assert.Equal(t, uint64(3), r.epoch, "epoch Flush(Applied) covers; want the last write accepted before it")
+	})
+}

@@ -144,3 +144,30 @@ func TestLimitWaiterCache(t *testing.T) {
 	assert.Same(t, w, c.get(), "get() returns the last waiter put")
 	assert.Len(t, c.free, waiterCacheMax-1, "cached waiters after a get")
 }
+
+// A starved budget asks for a freeze only when the live delta holds budget
+// bytes to release: here the budget is held by writes queued on a paused
+// channel, and the live delta holds only writes of size 0.
+func TestLimitBudgetFreezesOnlyWhatReleasesBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := &frozenLog{}
+		cfg := testConfig()
+		cfg.Channels = []string{"paused", "free"}
+		cfg.MaxBytes = 10
+		cfg.Observer = log
+		c := newRegSized(t, cfg, newRegFlusher())
+		paused, free := c.Channel("paused"), c.Channel("free")
+		paused.Pause()
+		c.Start()
+
+		_, err := paused.TryWrite(regSW("held", 10))
+		require.NoError(t, err)
+		_, err = free.TryWrite(regSW("empty", 0))
+		require.NoError(t, err)
+		synctest.Wait()
+		_, err = free.TryWrite(regSW("refused", 1))
+		require.ErrorIs(t, err, ErrBackpressure, "TryWrite with the budget held by a paused channel")
+		synctest.Wait()
+		assert.Empty(t, log.events(), "freezes of a live delta holding no budget bytes")
+	})
+}
