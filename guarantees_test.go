@@ -641,3 +641,55 @@ func TestGuaranteeFlushCoversWritesQueuedDuringATurn(t *testing.T) {
 		assert.Equal(t, uint64(3), r.epoch, "epoch Flush(Applied) covers; want the last write accepted before it")
 	})
 }
+
+// The coordinator applies at most maxWritesPerTurn writes of a channel per
+// turn, then gives the next channel its turn: a long queue on one channel
+// delays a write on another by one turn at most.
+func TestGuaranteeTurnsAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.Channels = []string{"long", "short"}
+		cfg.QueueCapacity = 2 * maxWritesPerTurn
+		c := newTestCoordinator(t, cfg, testContext{}, newTestFlusher())
+		long, short := c.Channel("long"), c.Channel("short")
+		// Queued before Start: the long channel is listed first.
+		const longWrites = maxWritesPerTurn + maxWritesPerTurn/2
+		var last *WriteHandle[struct{}]
+		for i := range longWrites {
+			var err error
+			last, err = long.TryWrite(w(fmt.Sprint("l", i), 1, 1))
+			require.NoError(t, err)
+		}
+		h, err := short.TryWrite(w("s", 1, 1))
+		require.NoError(t, err)
+		c.Start()
+		synctest.Wait()
+
+		e, err := h.Epoch(deadlineCtx(t))
+		require.NoError(t, err)
+		assert.Equal(t, uint64(maxWritesPerTurn+1), e, "epoch of the short channel's write; want right after the long channel's first turn")
+		e, err = last.Epoch(deadlineCtx(t))
+		require.NoError(t, err)
+		assert.Equal(t, uint64(longWrites+1), e, "epoch of the long channel's last write")
+	})
+}
+
+// Stats counts the writes Apply rejected, single and in batches, beside
+// those applied.
+func TestGuaranteeStatsCountApplyErrors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCoordinator(t, testConfig(), testContext{err: errors.New("rejected")}, newTestFlusher())
+		ch := c.Channel(defaultChannel)
+		c.Start()
+		for i := range 2 {
+			mustTryWrite(t, c, w(fmt.Sprint("k", i), 1, 1))
+			synctest.Wait()
+		}
+		_, err := ch.WriteBatch(deadlineCtx(t), []testWrite{w("b1", 1, 1), w("b2", 2, 1), w("b3", 3, 1)})
+		require.NoError(t, err)
+		synctest.Wait()
+		st := c.Stats().Channels[0]
+		assert.Equal(t, uint64(5), st.Applied, "Stats().Channels[0].Applied")
+		assert.Equal(t, uint64(5), st.ApplyErrors, "Stats().Channels[0].ApplyErrors")
+	})
+}
