@@ -693,3 +693,22 @@ func TestGuaranteeStatsCountApplyErrors(t *testing.T) {
 		assert.Equal(t, uint64(5), st.ApplyErrors, "Stats().Channels[0].ApplyErrors")
 	})
 }
+
+// Stats().DeltaBytes follows the live delta's EstimateSize after each
+// batch, and drops to 0 when the delta is frozen.
+func TestGuaranteeStatsDeltaBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
+		c.Start()
+		want := 0
+		for _, n := range []int{3, 4} {
+			mustTryWrite(t, c, w(fmt.Sprint("k", n), 1, n))
+			synctest.Wait()
+			want += n
+			assert.Equal(t, want, c.Stats().DeltaBytes, "DeltaBytes after a write of %d bytes", n)
+		}
+		_, err := c.Flush(deadlineCtx(t), Applied)
+		require.NoError(t, err)
+		assert.Equal(t, 0, c.Stats().DeltaBytes, "DeltaBytes once the delta is frozen")
+	})
+}
