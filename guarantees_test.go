@@ -712,3 +712,23 @@ func TestGuaranteeStatsDeltaBytes(t *testing.T) {
 		assert.Equal(t, 0, c.Stats().DeltaBytes, "DeltaBytes once the delta is frozen")
 	})
 }
+
+// With SyncAlways, every written delta is followed by a FlushStorage,
+// though nobody waits for Durable.
+func TestGuaranteeSyncAlwaysSyncsEveryDelta(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newTestFlusher()
+		cfg := testConfig()
+		cfg.Sync = SyncAlways
+		c := newTestCoordinator(t, cfg, testContext{}, f)
+		c.Start()
+		for i := range uint64(3) {
+			mustTryWrite(t, c, w(fmt.Sprint("k", i), i, 1))
+			_, err := c.Flush(deadlineCtx(t), Written)
+			require.NoError(t, err, "Flush(Written) %d", i)
+			synctest.Wait()
+			assert.Equal(t, Watermarks{i + 1, i + 1, i + 1}, c.Watermarks(), "Watermarks() after delta %d was written", i)
+			assert.Equal(t, int(i+1), f.syncCount(), "FlushStorage calls after delta %d was written", i)
+		}
+	})
+}
