@@ -171,3 +171,49 @@ func TestLimitBudgetFreezesOnlyWhatReleasesBytes(t *testing.T) {
 		assert.Empty(t, log.events(), "freezes of a live delta holding no budget bytes")
 	})
 }
+
+// A writer waiting for budget bytes holds its queue slot: the queue is
+// full for the writers behind it, who are refused as such.
+func TestLimitWriterWaitingForBytesHoldsItsSlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.QueueCapacity = 2
+		cfg.MaxBytes = 10
+		c := newRegSized(t, cfg, newRegFlusher())
+		ch := c.Channel(defaultChannel)
+		// Not started: nothing is applied, so nothing is released.
+		_, err := ch.TryWrite(regSW("fills the budget", 10))
+		require.NoError(t, err)
+		go func() { _, _ = ch.Write(deadlineCtx(t), regSW("waits for bytes", 5)) }()
+		synctest.Wait()
+
+		_, err = ch.TryWrite(regSW("behind", 0))
+		require.ErrorIs(t, err, ErrBackpressure, "TryWrite with one slot accepted and one held by a writer waiting for bytes")
+		st := c.Stats().Channels[0]
+		assert.Equal(t, uint64(1), st.RejectedFull, "RejectedFull")
+		assert.Equal(t, uint64(0), st.RejectedBudget, "RejectedBudget")
+	})
+}
+
+// Once the writers blocked on a full queue are admitted, the queue takes
+// writes again without blocking.
+func TestLimitQueueFreeAfterBlockedWriters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.QueueCapacity = 1
+		c := newTestCoordinator(t, cfg, testContext{}, newTestFlusher())
+		ch := c.Channel(defaultChannel)
+		mustTryWrite(t, c, w("fills the queue", 1, 1))
+		admitted := make(chan error, 1) // buffer of 1: the writer never blocks
+		go func() {
+			_, err := ch.Write(deadlineCtx(t), w("blocked", 2, 1))
+			admitted <- err
+		}()
+		synctest.Wait()
+		c.Start()
+		require.NoError(t, await(t, "the blocked Write", admitted))
+		synctest.Wait()
+		_, err := ch.TryWrite(w("after", 3, 1))
+		assert.NoError(t, err, "TryWrite once the blocked writer was admitted and applied")
+	})
+}
