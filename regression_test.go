@@ -1213,6 +1213,8 @@ func TestRegressionLenWithinQueueCapacity(t *testing.T) {
 	_, err = ch.TryWrite(w("k2", 2, 1))
 	require.NoError(t, err)
 	require.NoError(t, c.WaitFor(ctx, Applied, 2))
+	// The applied watermark moves before the turn frees its queue slots.
+	regSpin(t, ctx, "the slots of writes 1 and 2 freed", func() bool { return ch.q.appliedSlots.Load() == 2 })
 
 	// A full queue, taken whole by the coordinator, which applies one write
 	// and then blocks handing its delta to the full flush queue.
