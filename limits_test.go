@@ -97,8 +97,8 @@ func TestLimitAddSize(t *testing.T) {
 	}
 }
 
-// A batch of zero-size writes is accepted; a batch whose sizes overflow
-// is refused.
+// A batch of zero-size writes is accepted; a batch whose sizes overflow,
+// or with a negative size, is refused, saying which.
 func TestLimitBatchSizes(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxBytes = 100
@@ -108,6 +108,10 @@ func TestLimitBatchSizes(t *testing.T) {
 	require.NoError(t, err, "WriteBatch of zero-size writes")
 	_, err = ch.WriteBatch(deadlineCtx(t), []regSizedWrite{regSW("a", math.MaxInt), regSW("b", 1)})
 	require.ErrorIs(t, err, ErrInvalidSize, "WriteBatch whose sizes overflow")
+	assert.ErrorContains(t, err, "add up past the int64 range", "WriteBatch whose sizes overflow")
+	_, err = ch.WriteBatch(deadlineCtx(t), []regSizedWrite{regSW("a", 1), regSW("b", -1)})
+	require.ErrorIs(t, err, ErrInvalidSize, "WriteBatch with a negative size")
+	assert.ErrorContains(t, err, "write size -1", "WriteBatch with a negative size")
 }
 
 // FirstEpoch may be as large as 1<<62, not beyond.
