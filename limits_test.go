@@ -221,3 +221,15 @@ func TestLimitQueueFreeAfterBlockedWriters(t *testing.T) {
 		assert.NoError(t, err, "TryWrite once the blocked writer was admitted and applied")
 	})
 }
+
+// EpochRange is half-open: it contains Start, not End.
+func TestLimitEpochRange(t *testing.T) {
+	r := EpochRange{Start: 3, End: 6}
+	for e, want := range map[uint64]bool{2: false, 3: true, 5: true, 6: false} {
+		assert.Equal(t, want, r.Contains(e), "%v.Contains(%d)", r, e)
+	}
+	assert.Equal(t, uint64(3), r.Len(), "%v.Len()", r)
+	assert.Equal(t, uint64(5), r.Last(), "%v.Last()", r)
+	assert.Equal(t, "[3, 6)", r.String(), "String()")
+	assert.False(t, EpochRange{Start: 4, End: 4}.Contains(4), "an empty range contains nothing")
+}
