@@ -194,7 +194,7 @@ func soakOverload(t *testing.T, total, flushSize int) {
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
-		t.Cleanup(func() { _ = c.Stop(context.Background()) })
+		stopAtCleanup(t, c, 24*time.Hour) // fake time
 		c.Start()
 		ctx, cancel := context.WithTimeout(t.Context(), 24*time.Hour) // fake time: only a hang reaches it
 		defer cancel()
@@ -362,9 +362,9 @@ func TestSoakWrittenWritesAreReleased(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	defer c.Stop(context.Background())
+	stopAtCleanup(t, c, testDeadline)
 	c.Start()
-	ctx := context.Background()
+	ctx := deadlineCtx(t)
 	ch := c.Channel("default")
 	// write queues a 1 MiB payload and returns a weak pointer to it.
 	write := func(id uint32) weak.Pointer[[1 << 20]byte] {

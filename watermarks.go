@@ -215,6 +215,12 @@ type watermark struct {
 	// parked, if set, is called after a waiter is listed and before it
 	// parks: the pipeline uses it to act on the new demand.
 	parked func(e uint64)
+	// advanced, if set before the watermark is used, is called by advance
+	// right after the value rose to e, before any waiter is woken: the
+	// tests check there what must hold by then (the view announcing e is
+	// published, invariant 3), at that instant rather than by luck. Nil
+	// otherwise.
+	advanced func(e uint64)
 
 	mu      sync.Mutex
 	waiters waiterHeap    // protected by mu
@@ -271,7 +277,13 @@ func (m *watermark) boundsLocked() {
 // advance raises the watermark to e (never lowers it) and wakes the waiters
 // it satisfies.
 func (m *watermark) advance(e uint64) {
-	if !raiseTo(&m.v, e) || m.nwait.Load() == 0 {
+	if !raiseTo(&m.v, e) {
+		return
+	}
+	if m.advanced != nil {
+		m.advanced(e)
+	}
+	if m.nwait.Load() == 0 {
 		return
 	}
 	m.mu.Lock()
