@@ -22,7 +22,9 @@ const (
 	// requests coalesce: a request made while a sync is running is served
 	// by the next one.
 	SyncOnDemand SyncPolicy = iota
-	// SyncAlways syncs after every written delta.
+	// SyncAlways syncs after every batch of written deltas: the flusher
+	// writes the deltas already queued (at most MaxPendingFlushes+1), then
+	// syncs before it writes more.
 	SyncAlways
 )
 

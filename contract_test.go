@@ -14,6 +14,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 )
 
 // ctResult is the outcome of a blocking call run on another goroutine.
@@ -66,7 +69,7 @@ func newCtRejectingCoordinator(t testing.TB, cfg Config, f *testFlusher) *testCo
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	stopAtCleanup(t, c, testDeadline)
 	return c
 }
 
@@ -87,7 +90,7 @@ func TestContractEpochRepeatedAndConcurrent(t *testing.T) {
 	for range callers {
 		wg.Go(func() {
 			for range calls {
-				e, err := h.Epoch(t.Context())
+				e, err := h.Epoch(deadlineCtx(t))
 				results <- ctResult{e, err}
 			}
 		})
@@ -96,7 +99,7 @@ func TestContractEpochRepeatedAndConcurrent(t *testing.T) {
 		t.Fatal("Applied() = true before Start")
 	}
 	c.Start()
-	wg.Wait()
+	within(t, "the Epoch() callers", wg.Wait)
 	close(results)
 	n := 0
 	for r := range results {
@@ -126,7 +129,7 @@ func TestContractWaitReturnsApplyErrorAtEveryLevel(t *testing.T) {
 			c.Start()
 			h := refTryWrite(t, c.Channel("default"), w("a", 1, 10))
 
-			_, err := h.Wait(t.Context(), level)
+			_, err := h.Wait(deadlineCtx(t), level)
 			var ae *ApplyError
 			if !errors.As(err, &ae) || ae.Epoch != 1 || ae.Err.Error() != "apply error" {
 				t.Fatalf("Wait(%v) = %v; want *ApplyError{Epoch: 1, Err: apply error}", level, err)
@@ -138,7 +141,7 @@ func TestContractWaitReturnsApplyErrorAtEveryLevel(t *testing.T) {
 			}
 			// Every later wait, at any level, reports the same error.
 			for _, again := range []Durability{Applied, Written, Durable} {
-				if _, err := h.Wait(t.Context(), again); !errors.As(err, &ae) || ae.Epoch != 1 {
+				if _, err := h.Wait(deadlineCtx(t), again); !errors.As(err, &ae) || ae.Epoch != 1 {
 					t.Fatalf("Wait(%v) after Wait(%v) = %v; want *ApplyError at epoch 1", again, level, err)
 				}
 			}
@@ -153,47 +156,43 @@ func TestContractDurabilityOrdering(t *testing.T) {
 	ch := c.Channel("default")
 	c.Start()
 
-	ctx, canceled := t.Context(), canceledContext()
+	ctx, canceled := deadlineCtx(t), canceledContext()
 	const writers, perWriter = 4, 10
-	errs := make(chan error, writers)
+	var eg errgroup.Group
 	for g := range writers {
-		go func() {
-			errs <- func() error {
-				for i := range perWriter {
-					key := fmt.Sprintf("g%d-%d", g, i)
-					h, err := ch.Write(ctx, w(key, uint64(i), 1))
-					if err != nil {
-						return fmt.Errorf("Write(%s) = %v", key, err)
-					}
-					if _, err := h.Wait(ctx, Durable); err != nil {
-						return fmt.Errorf("Wait(Durable) = %v", err)
-					}
-					e, _ := h.Epoch(ctx)
-					m := c.Watermarks()
-					if m.Durable < e || m.Written < m.Durable || m.Applied < m.Written {
-						return fmt.Errorf("Watermarks() = %+v after epoch %d became Durable", m, e)
-					}
-					// Lower levels are reached: waiting for them cannot block.
-					for _, lower := range []Durability{Applied, Written} {
-						if _, err := h.Wait(canceled, lower); err != nil {
-							return fmt.Errorf("Wait(%v) with a canceled context after Durable = %v", lower, err)
-						}
-					}
-					// The view announced by Written holds the write.
-					if v := c.View(); v.Written < e || v.Snapshot[key].value != uint64(i) {
-						return fmt.Errorf("View() after Durable: Written %d, row %+v; want >= %d with value %d",
-							v.Written, v.Snapshot[key], e, i)
+		eg.Go(func() error {
+			for i := range perWriter {
+				key := fmt.Sprintf("g%d-%d", g, i)
+				h, err := ch.Write(ctx, w(key, uint64(i), 1))
+				if err != nil {
+					return fmt.Errorf("Write(%s) = %v", key, err)
+				}
+				if _, err := h.Wait(ctx, Durable); err != nil {
+					return fmt.Errorf("Wait(Durable) = %v", err)
+				}
+				e, _ := h.Epoch(ctx)
+				m := c.Watermarks()
+				if m.Durable < e || m.Written < m.Durable || m.Applied < m.Written {
+					return fmt.Errorf("Watermarks() = %+v after epoch %d became Durable", m, e)
+				}
+				// Lower levels are reached: waiting for them cannot block.
+				for _, lower := range []Durability{Applied, Written} {
+					if _, err := h.Wait(canceled, lower); err != nil {
+						return fmt.Errorf("Wait(%v) with a canceled context after Durable = %v", lower, err)
 					}
 				}
-				return nil
-			}()
-		}()
+				// The view announced by Written holds the write.
+				if v := c.View(); v.Written < e || v.Snapshot[key].value != uint64(i) {
+					return fmt.Errorf("View() after Durable: Written %d, row %+v; want >= %d with value %d",
+						v.Written, v.Snapshot[key], e, i)
+				}
+			}
+			return nil
+		})
 	}
-	for range writers {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	var err error
+	within(t, "the writers", func() { err = eg.Wait() })
+	require.NoError(t, err)
 	if m := c.Watermarks(); m != (Watermarks{writers * perWriter, writers * perWriter, writers * perWriter}) {
 		t.Fatalf("Watermarks() = %+v; want all at %d", m, writers*perWriter)
 	}
@@ -264,7 +263,7 @@ func TestContractPauseStopsApplyingWhileWritesArrive(t *testing.T) {
 	c.Start()
 
 	// A writer streams writes into a; it blocks when a's queue is full.
-	writerCtx, stopWriter := context.WithCancel(t.Context())
+	writerCtx, stopWriter := context.WithCancel(deadlineCtx(t))
 	var (
 		mu      sync.Mutex
 		handles []*WriteHandle[struct{}]
@@ -288,7 +287,7 @@ func TestContractPauseStopsApplyingWhileWritesArrive(t *testing.T) {
 	})
 	defer func() { stopWriter(); wg.Wait() }()
 	for {
-		<-wrote
+		await(t, "a write into a", wrote)
 		mu.Lock()
 		n := len(handles)
 		mu.Unlock()
@@ -308,7 +307,7 @@ func TestContractPauseStopsApplyingWhileWritesArrive(t *testing.T) {
 	// Let writes keep arriving until a's queue is full: all of them
 	// arrived after Pause returned.
 	for chA.Len() < capacity {
-		<-wrote
+		await(t, "a write into a", wrote)
 	}
 	// The coordinator keeps running: each of these is applied by a round
 	// that also visits a.
@@ -337,11 +336,11 @@ func TestContractPauseStopsApplyingWhileWritesArrive(t *testing.T) {
 
 	chA.Resume()
 	stopWriter()
-	wg.Wait()
+	within(t, "the writer stopping", wg.Wait)
 	mu.Lock()
 	defer mu.Unlock()
 	for i, h := range handles {
-		if _, err := h.Wait(t.Context(), Applied); err != nil {
+		if _, err := h.Wait(deadlineCtx(t), Applied); err != nil {
 			t.Fatalf("write a%d after Resume: Wait(Applied) = %v", i, err)
 		}
 	}
@@ -376,7 +375,7 @@ func TestContractStopAppliesQueuedWrites(t *testing.T) {
 
 			seen := map[uint64]bool{}
 			for i, h := range hs {
-				if _, err := h.Wait(t.Context(), Durable); err != nil {
+				if _, err := h.Wait(deadlineCtx(t), Durable); err != nil {
 					t.Fatalf("write %d: Wait(Durable) after Stop = %v; want nil", i, err)
 				}
 				seen[refEpoch(t, h)] = true
@@ -406,14 +405,14 @@ func TestContractStopIdempotentStartAfterStopNoop(t *testing.T) {
 
 	errs := make(chan error, 4)
 	for range 4 {
-		go func() { errs <- c.Stop(t.Context()) }()
+		go func() { errs <- c.Stop(deadlineCtx(t)) }()
 	}
 	for range 4 {
-		if err := <-errs; err != nil {
+		if err := await(t, "a concurrent Stop()", errs); err != nil {
 			t.Fatalf("concurrent Stop() = %v; want nil", err)
 		}
 	}
-	if err := c.Stop(t.Context()); err != nil {
+	if err := c.Stop(deadlineCtx(t)); err != nil {
 		t.Fatalf("Stop() again = %v; want nil", err)
 	}
 	refWait(t, h, Durable)
@@ -422,17 +421,17 @@ func TestContractStopIdempotentStartAfterStopNoop(t *testing.T) {
 	if _, err := ch.TryWrite(w("b", 2, 10)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("TryWrite after Stop and Start = %v; want ErrClosed", err)
 	}
-	if err := c.Stop(t.Context()); err != nil {
+	if err := c.Stop(deadlineCtx(t)); err != nil {
 		t.Fatalf("Stop() after Start after Stop = %v; want nil", err)
 	}
 	refEventCount(t, f, 1)
 
 	// Stopping a coordinator that never started is fine too.
 	c2 := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
-	if err := c2.Stop(t.Context()); err != nil {
+	if err := c2.Stop(deadlineCtx(t)); err != nil {
 		t.Fatalf("Stop() of a never-started coordinator = %v; want nil", err)
 	}
-	<-c2.Done()
+	await(t, "Done() of a coordinator stopped before Start", c2.Done())
 }
 
 func TestContractOperationsAfterStopReturnErrClosed(t *testing.T) {
@@ -457,7 +456,7 @@ func TestContractOperationsAfterStopReturnErrClosed(t *testing.T) {
 		{"WaitFor(Written, 1)", func(ctx context.Context) error { return c.WaitFor(ctx, Written, 1) }},
 	}
 	for _, op := range ops {
-		if err := op.call(t.Context()); !errors.Is(err, ErrClosed) {
+		if err := op.call(deadlineCtx(t)); !errors.Is(err, ErrClosed) {
 			t.Errorf("%s after Stop = %v; want ErrClosed", op.name, err)
 		}
 	}
@@ -488,7 +487,7 @@ func TestContractNewRejectsInvalidConfig(t *testing.T) {
 		c, err := New(tt.cfg, newTestDelta, testContext{}, f.storage.snapshot(), f)
 		if err == nil || c != nil {
 			if c != nil {
-				_ = c.Stop(context.Background())
+				_ = c.Stop(deadlineCtx(t))
 			}
 			t.Errorf("New(%s: %+v) = %v, %v; want nil, error", tt.name, tt.cfg, c, err)
 			continue
@@ -528,7 +527,7 @@ func TestContractNextBeforeInitialize(t *testing.T) {
 	c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
 	sub := c.Subscribe()
 	defer sub.Close()
-	if v, err := sub.Next(t.Context()); !errors.Is(err, ErrNotInitialized) || v != nil {
+	if v, err := sub.Next(deadlineCtx(t)); !errors.Is(err, ErrNotInitialized) || v != nil {
 		t.Fatalf("Next() before Initialize = %v, %v; want nil, ErrNotInitialized", v, err)
 	}
 }
@@ -555,7 +554,7 @@ func TestContractLagErrorReportsMissedAndRecovers(t *testing.T) {
 
 	ctFlushes(t, c, 0, 3) // six views into a buffer of two
 
-	_, err := sub.Next(t.Context())
+	_, err := sub.Next(deadlineCtx(t))
 	var lag *LagError
 	if !errors.As(err, &lag) {
 		t.Fatalf("Next() after overflow = %v; want *LagError", err)
@@ -564,7 +563,7 @@ func TestContractLagErrorReportsMissedAndRecovers(t *testing.T) {
 	if lag.Missed != 6 {
 		t.Fatalf("LagError.Missed = %d; want 6", lag.Missed)
 	}
-	if _, err := sub.Next(t.Context()); !errors.Is(err, ErrNotInitialized) {
+	if _, err := sub.Next(deadlineCtx(t)); !errors.Is(err, ErrNotInitialized) {
 		t.Fatalf("Next() after a LagError = %v; want ErrNotInitialized", err)
 	}
 
@@ -574,16 +573,16 @@ func TestContractLagErrorReportsMissedAndRecovers(t *testing.T) {
 	}
 
 	// The monitor survives the recovery.
-	res := ctAsync(func() (uint64, error) { return 0, mon.Wait(t.Context(), Written, 3) })
+	res := ctAsync(func() (uint64, error) { return 0, mon.Wait(deadlineCtx(t), Written, 3) })
 	ctParked(&sub.marks.written, 1)
 	sub.Advance(Written, v.Written)
-	if r := <-res; r.err != nil {
+	if r := await(t, "Monitor.Wait(Written, 3)", res); r.err != nil {
 		t.Fatalf("Monitor.Wait(Written, 3) after Advance = %v; want nil", r.err)
 	}
 
 	// Delivery resumes with the next view.
 	ctFlushes(t, c, 3, 1)
-	next, err := sub.Next(t.Context())
+	next, err := sub.Next(deadlineCtx(t))
 	if err != nil || len(next.Frozen) != 1 || next.Frozen[0].Epochs != (EpochRange{4, 5}) {
 		t.Fatalf("Next() after Initialize = %+v, %v; want the view freezing [4, 5)", next, err)
 	}
@@ -605,7 +604,7 @@ func TestContractSubscriberBufferHonoured(t *testing.T) {
 			// Exactly a buffer's worth of views: nothing is lost.
 			ctFlushes(t, c, 0, tt.want/2)
 			for i := range tt.want {
-				if _, err := reader.Next(t.Context()); err != nil {
+				if _, err := reader.Next(deadlineCtx(t)); err != nil {
 					t.Fatalf("Next() #%d of %d buffered views = %v; want a view", i+1, tt.want, err)
 				}
 			}
@@ -617,11 +616,11 @@ func TestContractSubscriberBufferHonoured(t *testing.T) {
 			// overflows.
 			ctFlushes(t, c, tt.want/2, 1)
 			for range 2 {
-				if _, err := reader.Next(t.Context()); err != nil {
+				if _, err := reader.Next(deadlineCtx(t)); err != nil {
 					t.Fatalf("Next() of a drained subscriber = %v; want a view", err)
 				}
 			}
-			_, err := idle.Next(t.Context())
+			_, err := idle.Next(deadlineCtx(t))
 			var lag *LagError
 			if !errors.As(err, &lag) || lag.Missed != uint64(tt.want+2) {
 				t.Fatalf("Next() after %d views = %v; want *LagError{Missed: %d}", tt.want+2, err, tt.want+2)
@@ -635,31 +634,31 @@ func TestContractMonitorWaitAdvanceAndClose(t *testing.T) {
 	sub := c.Subscribe()
 	mon := sub.Monitor()
 
-	written := ctAsync(func() (uint64, error) { return 0, mon.Wait(t.Context(), Written, 5) })
+	written := ctAsync(func() (uint64, error) { return 0, mon.Wait(deadlineCtx(t), Written, 5) })
 	ctParked(&sub.marks.written, 1)
 	sub.Advance(Written, 4)
 	if n := ctPending(&sub.marks.written); n != 1 {
 		t.Fatalf("Monitor.Wait(Written, 5) woke at 4 (%d parked)", n)
 	}
 	sub.Advance(Durable, 5) // Durable implies Written
-	if r := <-written; r.err != nil {
+	if r := await(t, "Monitor.Wait(Written, 5)", written); r.err != nil {
 		t.Fatalf("Monitor.Wait(Written, 5) after Advance(Durable, 5) = %v; want nil", r.err)
 	}
 	if got := mon.Watermarks(); got != (Watermarks{5, 5, 5}) {
 		t.Fatalf("Monitor.Watermarks() = %+v; want all 5", got)
 	}
 
-	pending := ctAsync(func() (uint64, error) { return 0, mon.Wait(t.Context(), Applied, 10) })
+	pending := ctAsync(func() (uint64, error) { return 0, mon.Wait(deadlineCtx(t), Applied, 10) })
 	ctParked(&sub.marks.applied, 1)
 	sub.Close()
 	sub.Close() // idempotent
-	if r := <-pending; !errors.Is(r.err, ErrClosed) {
+	if r := await(t, "Monitor.Wait(Applied, 10)", pending); !errors.Is(r.err, ErrClosed) {
 		t.Fatalf("Monitor.Wait(Applied, 10) across Close = %v; want ErrClosed", r.err)
 	}
-	if err := mon.Wait(t.Context(), Durable, 5); err != nil {
+	if err := mon.Wait(deadlineCtx(t), Durable, 5); err != nil {
 		t.Fatalf("Monitor.Wait(Durable, 5) after Close, reached before = %v; want nil", err)
 	}
-	if err := mon.Wait(t.Context(), Durable, 6); !errors.Is(err, ErrClosed) {
+	if err := mon.Wait(deadlineCtx(t), Durable, 6); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Monitor.Wait(Durable, 6) after Close = %v; want ErrClosed", err)
 	}
 }
@@ -675,15 +674,15 @@ func TestContractWriteBatch(t *testing.T) {
 	c.Start()
 
 	refWait(t, refTryWrite(t, ch, w("first", 1, 1)), Applied)
-	bh, err := ch.WriteBatch(t.Context(), []testWrite{w("x", 10, 1), w("bad", 20, 1), w("y", 30, 1)})
+	bh, err := ch.WriteBatch(deadlineCtx(t), []testWrite{w("x", 10, 1), w("bad", 20, 1), w("y", 30, 1)})
 	if err != nil {
 		t.Fatalf("WriteBatch = %v; want nil", err)
 	}
-	epochs, err := bh.Epochs(t.Context())
+	epochs, err := bh.Epochs(deadlineCtx(t))
 	if err != nil || epochs != (EpochRange{2, 5}) {
 		t.Fatalf("Epochs() = %v, %v; want [2, 5), nil", epochs, err)
 	}
-	results, err := bh.Wait(t.Context(), Written)
+	results, err := bh.Wait(deadlineCtx(t), Written)
 	if err != nil {
 		t.Fatalf("Wait(Written) = %v; want nil (per-write errors are in the results)", err)
 	}
@@ -706,7 +705,7 @@ func TestContractWriteBatch(t *testing.T) {
 	assertRows(t, f.storage.snapshot(), map[string]seqValue{"first": {0, 1}, "x": {1, 10}, "y": {2, 30}})
 
 	// An empty batch completes at once with no epochs.
-	empty, err := ch.WriteBatch(t.Context(), nil)
+	empty, err := ch.WriteBatch(deadlineCtx(t), nil)
 	if err != nil {
 		t.Fatalf("WriteBatch(nil) = %v; want nil", err)
 	}
@@ -723,40 +722,37 @@ func TestContractConcurrentBatchesAreContiguous(t *testing.T) {
 
 	const goroutines, batches, size = 4, 10, 5
 	ranges := make(chan EpochRange, goroutines*batches)
-	errs := make(chan error, goroutines)
+	ctx := deadlineCtx(t)
+	var eg errgroup.Group
 	for g := range goroutines {
-		go func() {
-			errs <- func() error {
-				for b := range batches {
-					ws := make([]testWrite, size)
-					for i := range ws {
-						ws[i] = w(fmt.Sprintf("g%d-b%d-%d", g, b, i), uint64(i), 1)
-					}
-					bh, err := ch.WriteBatch(t.Context(), ws)
-					if err != nil {
-						return err
-					}
-					results, err := bh.Wait(t.Context(), Applied)
-					if err != nil {
-						return err
-					}
-					r, _ := bh.Epochs(t.Context())
-					for i, res := range results {
-						if res.Epoch != r.Start+uint64(i) || res.Err != nil {
-							return fmt.Errorf("batch %v: results[%d] = %+v", r, i, res)
-						}
-					}
-					ranges <- r
+		eg.Go(func() error {
+			for b := range batches {
+				ws := make([]testWrite, size)
+				for i := range ws {
+					ws[i] = w(fmt.Sprintf("g%d-b%d-%d", g, b, i), uint64(i), 1)
 				}
-				return nil
-			}()
-		}()
+				bh, err := ch.WriteBatch(ctx, ws)
+				if err != nil {
+					return err
+				}
+				results, err := bh.Wait(ctx, Applied)
+				if err != nil {
+					return err
+				}
+				r, _ := bh.Epochs(ctx)
+				for i, res := range results {
+					if res.Epoch != r.Start+uint64(i) || res.Err != nil {
+						return fmt.Errorf("batch %v: results[%d] = %+v", r, i, res)
+					}
+				}
+				ranges <- r
+			}
+			return nil
+		})
 	}
-	for range goroutines {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	var err error
+	within(t, "the batch writers", func() { err = eg.Wait() })
+	require.NoError(t, err)
 	close(ranges)
 	covered := map[uint64]bool{}
 	for r := range ranges {
@@ -791,7 +787,7 @@ func TestContractCancelBlockedWrite(t *testing.T) {
 	ch := c.Channel("default")
 	first := refTryWrite(t, ch, w("a", 1, 1))
 
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(deadlineCtx(t))
 	res := ctAsync(func() (uint64, error) {
 		h, err := ch.Write(ctx, w("b", 2, 1))
 		if h != nil {
@@ -800,7 +796,7 @@ func TestContractCancelBlockedWrite(t *testing.T) {
 		return 0, err
 	})
 	cancel()
-	r := <-res
+	r := await(t, "the canceled Write", res)
 	if !errors.Is(r.err, context.Canceled) || r.epoch != 0 {
 		t.Fatalf("blocked Write after cancel = handle %v, %v; want nil, context.Canceled", r.epoch == 1, r.err)
 	}
@@ -825,12 +821,12 @@ func TestContractCancelBlockedEpochAndFlush(t *testing.T) {
 	h := refTryWrite(t, ch, w("a", 1, 1))
 
 	// Not started: nothing sequences the write or takes the flush request.
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(deadlineCtx(t))
 	epoch := ctAsync(func() (uint64, error) { return h.Epoch(ctx) })
 	flush := ctAsync(func() (uint64, error) { return c.Flush(ctx, Applied) })
 	cancel()
 	for name, res := range map[string]<-chan ctResult{"Epoch": epoch, "Flush(Applied)": flush} {
-		if r := <-res; !errors.Is(r.err, context.Canceled) || r.epoch != 0 {
+		if r := await(t, name, res); !errors.Is(r.err, context.Canceled) || r.epoch != 0 {
 			t.Fatalf("blocked %s after cancel = %d, %v; want 0, context.Canceled", name, r.epoch, r.err)
 		}
 	}
@@ -840,9 +836,7 @@ func TestContractCancelBlockedEpochAndFlush(t *testing.T) {
 		t.Fatalf("Epoch() after Start = %d; want 1", e)
 	}
 	// The canceled flush froze nothing.
-	if got := c.Stats().Flushes[FlushExplicit]; got != 0 {
-		t.Fatalf("Stats().Flushes[FlushExplicit] = %d after a canceled Flush; want 0", got)
-	}
+	require.Zero(t, c.Stats().Flushes.Explicit, "Stats().Flushes.Explicit after a canceled Flush")
 	stop(t, c)
 }
 
@@ -874,11 +868,11 @@ func TestContractCancelBlockedWaitAndFlushOnStuckFlusher(t *testing.T) {
 			h := refTryWrite(t, c.Channel("default"), w("a", 1, 1))
 			refWait(t, h, Applied)
 
-			ctx, cancel := context.WithCancel(t.Context())
+			ctx, cancel := context.WithCancel(deadlineCtx(t))
 			res := ctAsync(func() (uint64, error) { return tc.call(ctx, c, h) })
-			<-started // the flush it asked for is stuck in FlushDelta
+			await(t, "FlushDelta starts", started) // the flush it asked for is stuck in FlushDelta
 			cancel()
-			if r := <-res; !errors.Is(r.err, context.Canceled) {
+			if r := await(t, tc.name, res); !errors.Is(r.err, context.Canceled) {
 				t.Fatalf("blocked %s after cancel = %v; want context.Canceled", tc.name, r.err)
 			}
 			if m := c.Watermarks(); m.Written != 0 || m.Durable != 0 {
@@ -902,10 +896,10 @@ func TestContractCancelBlockedNext(t *testing.T) {
 	defer sub.Close()
 	sub.Initialize()
 
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(deadlineCtx(t))
 	res := ctAsync(func() (uint64, error) { _, err := sub.Next(ctx); return 0, err })
 	cancel()
-	if r := <-res; !errors.Is(r.err, context.Canceled) {
+	if r := await(t, "the canceled Next()", res); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("blocked Next() after cancel = %v; want context.Canceled", r.err)
 	}
 	// Nothing was consumed: the next view still arrives.
@@ -932,12 +926,13 @@ func TestRegressionWaitersAcrossSynctestBubbles(t *testing.T) {
 		c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
 		ch := c.Channel("default")
 		var wg sync.WaitGroup
+		ctx := deadlineCtx(t)
 		for i := range 64 {
 			h := refTryWrite(t, ch, w(fmt.Sprintf("k%d", i), uint64(i), 1))
-			wg.Go(func() { _, _ = h.Wait(context.Background(), Applied) })
+			wg.Go(func() { _, _ = h.Wait(ctx, Applied) })
 		}
 		c.Start()
-		wg.Wait()
+		within(t, "the Wait(Applied) callers", wg.Wait)
 		stop(t, c)
 	}
 	for range 5 {
@@ -949,7 +944,7 @@ func TestRegressionWaitersAcrossSynctestBubbles(t *testing.T) {
 // TestContractFirstEpoch: a store reopening persisted data continues its
 // epochs; the watermarks start just below FirstEpoch.
 func TestContractFirstEpoch(t *testing.T) {
-	ctx := context.Background()
+	ctx := deadlineCtx(t)
 	f := newTestFlusher()
 	cfg := testConfig()
 	cfg.FirstEpoch = 101
@@ -991,7 +986,7 @@ func TestContractFirstEpoch(t *testing.T) {
 // the subscriber read every view, Next returns ErrClosed and Monitor
 // waiters beyond the subscriber's watermarks return instead of hanging.
 func TestContractMonitorReleasedWhenFeedEnds(t *testing.T) {
-	ctx := context.Background()
+	ctx := deadlineCtx(t)
 	c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
 	sub := c.Subscribe()
 	defer sub.Close()
@@ -1015,7 +1010,7 @@ func TestContractMonitorReleasedWhenFeedEnds(t *testing.T) {
 		}
 		sub.Advance(Written, v.Written)
 	}
-	if err := <-waitErr; !errors.Is(err, ErrClosed) {
+	if err := await(t, "Monitor.Wait(Written, 100)", waitErr); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Monitor.Wait(Written, 100) after the feed ended = %v; want ErrClosed", err)
 	}
 	if got := sub.Watermarks().Written; got != 1 {

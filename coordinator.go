@@ -45,6 +45,72 @@
 //
 // See [Coordinator] for the invariants and the design choices behind them,
 // and the README for the guarantees in full.
+//
+// # When New does not compile
+//
+// New infers its type parameters from its arguments, so when two arguments
+// disagree the compiler reports a mismatch against a type it inferred from
+// another argument, not against the argument that is wrong. The common
+// messages (Go 1.26), for a Delta *Delta whose Freeze returns (Frozen,
+// Frozen, int), and a flusher *Store whose FlushDelta returns *Snap:
+//
+// A flusher with pointer-receiver methods passed by value:
+//
+//	in call to coordinator.New, type Store of Store{} does not match inferred type coordinator.Flusher[F, *Snap] for coordinator.Flusher[F, S]
+//
+// Pass a pointer: &Store{}.
+//
+// A snapshot of another type than FlushDelta returns: the snapshot
+// argument decides S, and the flusher is blamed for not matching it.
+//
+//	in call to coordinator.New, type *Store of &Store{} does not match inferred type coordinator.Flusher[Frozen, Snap] for coordinator.Flusher[F, S]
+//
+// Pass the type FlushDelta returns (&Snap{} here, not Snap{}); the same
+// message with map[string]string in place of Snap means a map was passed.
+//
+// A newDelta that returns the delta by value while its methods have pointer
+// receivers:
+//
+//	in call to coordinator.New, D (type Delta) does not satisfy coordinator.Delta[W, R, C, F, FV, DV] (method Apply has pointer receiver)
+//
+// Return a pointer: func NewDelta(int) *Delta.
+//
+// Freeze's first result is not exactly the type FlushDelta takes (here
+// FlushDelta takes map[string]string and Freeze returns Frozen, a named map
+// type): the Delta is blamed.
+//
+//	in call to coordinator.New, D (type *Delta) does not satisfy coordinator.Delta[W, R, C, F, FV, DV] (wrong type for method Freeze)
+//		have Freeze() (Frozen, Frozen, int)
+//		want Freeze() (F, FV, C)
+//
+// Use one type on both sides. The same "wrong type for method" message
+// names any method whose signature differs from [Delta]'s, such as an
+// EstimateSize returning int64.
+//
+// An initial context of another type than newDelta's parameter:
+//
+//	in call to coordinator.New, type int64 of version does not match inferred type int for C
+//
+// Convert it (int(version)); an untyped constant of the wrong kind reads
+// instead: cannot use "v1" (untyped string constant) as int value in
+// argument to coordinator.New.
+//
+// A newDelta that takes no context:
+//
+//	in call to coordinator.New, type func() *Delta of NewDelta does not match func(C) D (cannot infer D, W, R, C, F, FV, DV, and S)
+//
+// newDelta takes exactly one argument; use struct{} when nothing is carried
+// from one delta to the next.
+//
+// To have the compiler name the culprit directly, assert each
+// implementation on its own, with the types you mean:
+//
+//	var _ coordinator.Delta[Put, struct{}, int, Frozen, Frozen, map[string]string] = (*Delta)(nil)
+//	var _ coordinator.Flusher[Frozen, *Snap] = (*Store)(nil)
+//
+// Asserting Store{}, a flusher by value, then reports: Store does not
+// implement coordinator.Flusher[Frozen, *Snap] (method FlushDelta has
+// pointer receiver).
 package coordinator
 
 import (
@@ -53,6 +119,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -302,6 +369,13 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	liveBytes  int64          // byte budget held by writes applied to the live delta
 	rejected   int            // writes Apply rejected in the current turn
 	turnWrites int            // writes of the slots consumed in the current turn
+
+	// handleDone, if set before Start, is called by the coordinator
+	// goroutine right after it completes each handle of a turn, before the
+	// next: the tests check invariant 3 there, at the instant a handle
+	// starts to report Applied. Nil otherwise, which costs one predictable
+	// branch per handle.
+	handleDone func()
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a
@@ -382,13 +456,28 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 }
 
 // Channel returns the named input channel. It panics if the name was not
-// in [Config.Channels]: that is a programming error.
+// in [Config.Channels]: that is a programming error. Use
+// [Coordinator.LookupChannel] when the name comes from outside the program.
 func (c *Coordinator[W, R, FV, DV, S]) Channel(name string) *Channel[W, R] {
 	ch, ok := c.channels[name]
 	if !ok {
 		panic(fmt.Sprintf("coordinator: unknown channel %q", name))
 	}
 	return ch
+}
+
+// LookupChannel returns the named input channel and true, or nil and false
+// if the name was not in [Config.Channels]. It never panics.
+func (c *Coordinator[W, R, FV, DV, S]) LookupChannel(name string) (*Channel[W, R], bool) {
+	ch, ok := c.channels[name]
+	return ch, ok
+}
+
+// Channels returns the names of the input channels in the order of
+// [Config.Channels] (["default"] when none were configured). The slice is
+// a copy: the caller may keep and modify it.
+func (c *Coordinator[W, R, FV, DV, S]) Channels() []string {
+	return slices.Clone(c.cfg.Channels)
 }
 
 // Start starts the coordinator's goroutines. Calling it again, or after
@@ -564,6 +653,7 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 		Syncs:          c.stats.syncs.Load(),
 		Retries:        c.stats.retries.Load(),
 		SlowFlushes:    c.stats.slowFlushes.Load(),
+		Flushes:        c.stats.flushCounts(),
 		Apply:          c.stats.apply.load(),
 		Freeze:         c.stats.freeze.load(),
 		Dispatch:       c.stats.dispatch.load(),
@@ -573,9 +663,6 @@ func (c *Coordinator[W, R, FV, DV, S]) Stats() Stats {
 	}
 	if c.budget != nil {
 		s.BudgetBytes, s.BudgetMax = c.budget.used.Load(), c.budget.max
-	}
-	for i := range s.Flushes {
-		s.Flushes[i] = c.stats.flushes[i].Load()
 	}
 	for i, q := range c.queues {
 		s.Channels[i] = ChannelStats{

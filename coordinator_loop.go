@@ -356,6 +356,9 @@ func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
 		} else {
 			o.h.complete()
 		}
+		if c.handleDone != nil {
+			c.handleDone()
+		}
 	}
 	// Drop the references to applied writes now, so an idle channel does
 	// not keep them (and their handles) alive beyond the byte budget.

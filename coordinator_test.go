@@ -19,6 +19,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // refTryWrite queues wr on ch and fails the test if it is refused.
@@ -37,7 +39,7 @@ func refTryWrite(t testing.TB, ch *Channel[testWrite, struct{}], wr testWrite) *
 // refEpoch returns the epoch of h, failing the test on error.
 func refEpoch(t testing.TB, h *WriteHandle[struct{}]) uint64 {
 	t.Helper()
-	e, err := h.Epoch(t.Context())
+	e, err := h.Epoch(deadlineCtx(t))
 	if err != nil {
 		t.Fatalf("Epoch() = %d, %v; want nil error", e, err)
 	}
@@ -47,7 +49,7 @@ func refEpoch(t testing.TB, h *WriteHandle[struct{}]) uint64 {
 // refWait waits for h to reach level, failing the test on error.
 func refWait(t testing.TB, h *WriteHandle[struct{}], level Durability) {
 	t.Helper()
-	if _, err := h.Wait(t.Context(), level); err != nil {
+	if _, err := h.Wait(deadlineCtx(t), level); err != nil {
 		t.Fatalf("Wait(%v) = %v; want nil", level, err)
 	}
 }
@@ -75,7 +77,7 @@ func refSettled(t testing.TB, c *testCoordinator, h *WriteHandle[struct{}], leve
 // refFlush calls Flush at level and returns the epoch it covers.
 func refFlush(t testing.TB, c *testCoordinator, level Durability) uint64 {
 	t.Helper()
-	e, err := c.Flush(t.Context(), level)
+	e, err := c.Flush(deadlineCtx(t), level)
 	if err != nil {
 		t.Fatalf("Flush(%v) = %d, %v; want nil error", level, e, err)
 	}
@@ -170,7 +172,7 @@ func TestPropagateApplyErrorToHandle(t *testing.T) {
 	c.Start()
 
 	h := refTryWrite(t, ch, w("a", 1, 10))
-	epoch, err := h.Epoch(t.Context())
+	epoch, err := h.Epoch(deadlineCtx(t))
 
 	var ae *ApplyError
 	if !errors.As(err, &ae) {
@@ -215,7 +217,7 @@ func TestWaitOnFlushHandle(t *testing.T) {
 
 	refTryWrite(t, ch, w("a", 1, 10))
 	epoch := refFlush(t, c, Applied)
-	if err := c.WaitFor(t.Context(), Written, epoch); err != nil {
+	if err := c.WaitFor(deadlineCtx(t), Written, epoch); err != nil {
 		t.Fatalf("WaitFor(Written, %d) = %v; want nil", epoch, err)
 	}
 
@@ -333,9 +335,7 @@ func TestFlushOnFlushInterval(t *testing.T) {
 			t.Fatalf("interval flush covered %v; want %v", events[0].epochs, want)
 		}
 		assertRows(t, f.storage.snapshot(), map[string]seqValue{"a": {0, 1}})
-		if got := c.Stats().Flushes[FlushInterval]; got != 1 {
-			t.Fatalf("Stats().Flushes[FlushInterval] = %d; want 1", got)
-		}
+		require.Equal(t, uint64(1), c.Stats().Flushes.Interval, "Stats().Flushes.Interval")
 		stop(t, c)
 	})
 }
@@ -359,9 +359,7 @@ func TestFlushWhenSizeThresholdExceeded(t *testing.T) {
 	refWait(t, h, Written)
 
 	refEventCount(t, f, 1)
-	if got := c.Stats().Flushes[FlushSize]; got != 1 {
-		t.Fatalf("Stats().Flushes[FlushSize] = %d; want 1", got)
-	}
+	require.Equal(t, uint64(1), c.Stats().Flushes.Size, "Stats().Flushes.Size")
 	stop(t, c)
 }
 
@@ -389,9 +387,7 @@ func TestAccumulateUntilThreshold(t *testing.T) {
 	if want := (EpochRange{1, 7}); events[0].epochs != want {
 		t.Fatalf("size flush covered %v; want %v", events[0].epochs, want)
 	}
-	if got := c.Stats().Flushes[FlushSize]; got != 1 {
-		t.Fatalf("Stats().Flushes[FlushSize] = %d; want 1", got)
-	}
+	require.Equal(t, uint64(1), c.Stats().Flushes.Size, "Stats().Flushes.Size")
 	stop(t, c)
 }
 
@@ -408,7 +404,7 @@ func TestAcceptWritesDuringFlush(t *testing.T) {
 
 	h1 := refTryWrite(t, ch, w("a", 1, 10))
 	refFlush(t, c, Applied)
-	<-started // FlushDelta is now in progress and blocked
+	await(t, "FlushDelta starts", started) // FlushDelta is now in progress and blocked
 
 	h2 := refTryWrite(t, ch, w("b", 2, 10))
 	if e1, e2 := refEpoch(t, h1), refEpoch(t, h2); e2 <= e1 {
@@ -428,7 +424,7 @@ func TestAssignNewEpochsDuringFlush(t *testing.T) {
 
 	refTryWrite(t, ch, w("a", 1, 10))
 	refFlush(t, c, Applied)
-	<-started
+	await(t, "FlushDelta starts", started)
 
 	h1 := refTryWrite(t, ch, w("b", 2, 10))
 	h2 := refTryWrite(t, ch, w("c", 3, 10))
@@ -492,7 +488,7 @@ func TestShutdownCleanlyWhenStopCalled(t *testing.T) {
 	c := newTestCoordinator(t, testConfig(), testContext{}, f)
 	c.Start()
 
-	if err := c.Stop(t.Context()); err != nil {
+	if err := c.Stop(deadlineCtx(t)); err != nil {
 		t.Fatalf("Stop() = %v; want nil", err)
 	}
 	select {
@@ -662,7 +658,7 @@ func refSubscribed(t *testing.T) (*testFlusher, *testCoordinator, *Subscriber[ma
 // refNext receives the next view, failing the test on error.
 func refNext(t testing.TB, sub *Subscriber[map[string]uint64, testReader, memSnapshot]) *View[map[string]uint64, testReader, memSnapshot] {
 	t.Helper()
-	v, err := sub.Next(t.Context())
+	v, err := sub.Next(deadlineCtx(t))
 	if err != nil {
 		t.Fatalf("Next() = %v; want a view", err)
 	}
@@ -798,11 +794,11 @@ func TestRecoverFromMessageLostSubscriber(t *testing.T) {
 				refFlush(t, c, Applied)
 			}
 			epoch := refFlush(t, c, Durable)
-			if err := c.WaitFor(t.Context(), Durable, epoch); err != nil {
+			if err := c.WaitFor(deadlineCtx(t), Durable, epoch); err != nil {
 				t.Fatalf("WaitFor(Durable, %d) = %v; want nil", epoch, err)
 			}
 
-			_, err := sub.Next(t.Context())
+			_, err := sub.Next(deadlineCtx(t))
 			var lag *LagError
 			if !errors.As(err, &lag) {
 				t.Fatalf("Next() after overflow = %v; want a *LagError", err)
@@ -816,7 +812,7 @@ func TestRecoverFromMessageLostSubscriber(t *testing.T) {
 				sub = c.Subscribe()
 				t.Cleanup(sub.Close)
 			case "reinitialize":
-				if _, err := sub.Next(t.Context()); !errors.Is(err, ErrNotInitialized) {
+				if _, err := sub.Next(deadlineCtx(t)); !errors.Is(err, ErrNotInitialized) {
 					t.Fatalf("Next() after a LagError = %v; want ErrNotInitialized", err)
 				}
 			}
@@ -856,7 +852,7 @@ func TestFlushEvenWhenNoWritesIfFlushStorage(t *testing.T) {
 	c.Start()
 
 	epoch := refFlush(t, c, Durable)
-	if err := c.WaitFor(t.Context(), Durable, epoch); err != nil {
+	if err := c.WaitFor(deadlineCtx(t), Durable, epoch); err != nil {
 		t.Fatalf("WaitFor(Durable, %d) = %v; want nil", epoch, err)
 	}
 
@@ -877,7 +873,7 @@ func TestAdvanceDurableWatermark(t *testing.T) {
 
 	h := refTryWrite(t, ch, w("a", 1, 10))
 	epoch := refFlush(t, c, Durable)
-	if err := c.WaitFor(t.Context(), Durable, epoch); err != nil {
+	if err := c.WaitFor(deadlineCtx(t), Durable, epoch); err != nil {
 		t.Fatalf("WaitFor(Durable, %d) = %v; want nil", epoch, err)
 	}
 	refWait(t, h, Durable)
@@ -1011,7 +1007,7 @@ func TestReturnWriteInTimeoutError(t *testing.T) {
 		// Make room and retry the same value.
 		c.Start()
 		refSettled(t, c, first, Applied)
-		h, err = ch.Write(t.Context(), retry)
+		h, err = ch.Write(deadlineCtx(t), retry)
 		if err != nil {
 			t.Fatalf("retried Write(%+v) = %v; want nil", retry, err)
 		}

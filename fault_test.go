@@ -249,7 +249,7 @@ func faultNewCoordinator(t testing.TB, cfg Config, inj *faultInjector) (*testCoo
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	stopAtCleanup(t, c, faultPatience)
 	return c, fl
 }
 
@@ -1035,7 +1035,7 @@ func TestFaultRetryBackoffEndsAtAbort(t *testing.T) {
 		if err != nil {
 			t.Fatalf("TryWrite = %v", err)
 		}
-		if _, err := c.Flush(t.Context(), Applied); err != nil {
+		if _, err := c.Flush(deadlineCtx(t), Applied); err != nil {
 			t.Fatalf("Flush(Applied) = %v", err)
 		}
 		synctest.Wait() // the flusher failed once and sleeps for a day
@@ -1045,12 +1045,12 @@ func TestFaultRetryBackoffEndsAtAbort(t *testing.T) {
 			t.Fatalf("Stop(1s) during a day-long backoff = %v; want DeadlineExceeded", err)
 		}
 		c.Abort()
-		err = c.Stop(context.Background())
+		err = c.Stop(deadlineCtx(t))
 		var fe *FlushError
 		if !errors.As(err, &fe) || fe.Attempts != 1 || !errors.Is(err, errFault) {
 			t.Fatalf("second Stop() = %v; want the FlushError of the one attempt", err)
 		}
-		if _, err := h.Wait(t.Context(), Written); !errors.Is(err, ErrFailed) {
+		if _, err := h.Wait(deadlineCtx(t), Written); !errors.Is(err, ErrFailed) {
 			t.Errorf("Wait(Written) = %v; want the failure", err)
 		}
 		if elapsed := time.Since(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)); elapsed >= 24*time.Hour {
@@ -1146,7 +1146,7 @@ func TestFaultHungFlusher(t *testing.T) {
 				t.Cleanup(inj.unblock) // runs before the Stop cleanup
 				c.Start()
 				ch := c.Channel("default")
-				bg := t.Context()
+				bg := t.Context() // fake time: a hang fails the bubble at once
 				// Epoch 1 hangs in the flusher, epoch 2 waits in the flush
 				// queue, epoch 3 is applied and frozen by a size-less
 				// Flush that blocks the coordinator, epoch 4 fills the
@@ -1301,7 +1301,7 @@ func TestFaultApplyErrorIsNotFatal(t *testing.T) {
 		inj.add(faultRule{op: "Apply", from: 2, to: 2, action: faultFail})
 		c, fl := faultNewCoordinator(t, testConfig(), inj)
 		c.Start()
-		ctx := t.Context()
+		ctx := t.Context() // fake time: a hang fails the bubble at once
 		ch := c.Channel("default")
 		var hs []*WriteHandle[struct{}]
 		for i := range 3 {

@@ -61,7 +61,6 @@ func (w *fifoWaiter) park(ctx context.Context) {
 // waitList is a FIFO of fifoWaiters. Its owner protects it with a mutex.
 type waitList struct {
 	head, tail *fifoWaiter
-	n          int
 }
 
 func (l *waitList) pushBack(w *fifoWaiter) {
@@ -72,7 +71,6 @@ func (l *waitList) pushBack(w *fifoWaiter) {
 		l.head = w
 	}
 	l.tail = w
-	l.n++
 }
 
 // contains reports whether w is listed.
@@ -90,5 +88,4 @@ func (l *waitList) remove(w *fifoWaiter) {
 		l.tail = w.prev
 	}
 	w.next, w.prev = nil, nil
-	l.n--
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"runtime"
 	"sync"
@@ -12,7 +13,17 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(watchedM{m}) }
+
+// watchedM runs the tests with the hang watchdog (see hangWatch), which is
+// stopped before goleak looks for leaked goroutines.
+type watchedM struct{ m *testing.M }
+
+func (w watchedM) Run() int {
+	stop := hangs.start()
+	defer stop()
+	return w.m.Run()
+}
 
 // This file holds the test double used across the package's tests: a port
 // of the reference's TestDelta, TestFlusher and in-memory storage.
@@ -243,18 +254,30 @@ func newTestCoordinator(t testing.TB, cfg Config, ctx testContext, f *testFlushe
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() {
-		// Stop is idempotent; this only makes sure nothing leaks when a
-		// test fails early. Tests that check Stop's result call it
-		// themselves.
-		_ = c.Stop(context.Background())
-	})
+	stopAtCleanup(t, c, testDeadline)
 	return c
+}
+
+// stopAtCleanup stops c when the test ends. Stop is idempotent; this only
+// makes sure nothing leaks when a test fails early (tests that check
+// Stop's result call it themselves). A Stop that does not return within
+// patience fails the test with a goroutine dump. Inside a synctest bubble
+// patience is fake time: tests whose flusher sleeps pass a long one, which
+// costs nothing.
+func stopAtCleanup[W, R, FV, DV, S any](t testing.TB, c *Coordinator[W, R, FV, DV, S], patience time.Duration) {
+	hangs.watch(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		if err := c.Stop(ctx); errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Stop at the end of the test did not return within %v; goroutines:\n%s", patience, goroutineDump())
+		}
+	})
 }
 
 func stop(t testing.TB, c *testCoordinator) {
 	t.Helper()
-	if err := c.Stop(context.Background()); err != nil {
+	if err := c.Stop(deadlineCtx(t)); err != nil {
 		t.Fatalf("Stop() = %v; want nil", err)
 	}
 }
@@ -281,15 +304,106 @@ func w(key string, value uint64, size int) testWrite { return testWrite{key, val
 // goroutine dump instead of hanging the suite. Inside a synctest bubble the
 // deadline is on the bubble's fake clock, so a deadlock there fails as soon
 // as every goroutine is blocked.
-const testDeadline = 30 * time.Second
+const testDeadline = 10 * time.Second
 
 // deadlineCtx returns a context that ends testDeadline from now (or when
-// the test ends).
+// the test ends). A call given it cannot hang the test: it returns the
+// context's error, which the test reports naming the call. The goroutines
+// are dumped at the moment the deadline passes, while the call that hung
+// is still blocked, and the dump is added to the output of a test that
+// failed.
 func deadlineCtx(t testing.TB) context.Context {
 	t.Helper()
+	hangs.watch(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	t.Cleanup(cancel)
+	dumped := make(chan string, 1) // buffer of 1: the callback never blocks
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			dumped <- goroutineDump()
+		}
+	})
+	t.Cleanup(func() {
+		if !stop() && errors.Is(ctx.Err(), context.DeadlineExceeded) && t.Failed() {
+			t.Logf("a context hit the %v test deadline; goroutines when it expired:\n%s", testDeadline, <-dumped)
+		}
+		cancel()
+	})
 	return ctx
+}
+
+// hangGrace is how long past testDeadline a test that took a deadlineCtx
+// may keep running before the watchdog ends the run.
+const hangGrace = 5 * time.Second
+
+// hangs watches the tests that took a deadlineCtx.
+var hangs = &hangWatch{tests: map[testing.TB]time.Time{}}
+
+// hangWatch ends the run, with a goroutine dump, when a test that took a
+// deadlineCtx is still running testDeadline+hangGrace after it first did.
+// A deadline makes a well-behaved call return, but not a call that ignores
+// its context, nor a hang in the cancellation path itself, nor a receive
+// from a goroutine that hung: nothing can interrupt those, so the watchdog
+// makes them fail in seconds, naming the test, rather than at go test's
+// -timeout. It runs outside every synctest bubble, on real time, so it
+// also bounds tests on fake time: a bubble that runs that long is hung,
+// whatever its clock says.
+type hangWatch struct {
+	mu    sync.Mutex
+	tests map[testing.TB]time.Time // protected by mu; zero until the watchdog saw the test
+}
+
+// watch adds t, unless it is watched already, until it ends.
+func (h *hangWatch) watch(t testing.TB) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.tests[t]; ok {
+		return
+	}
+	h.tests[t] = time.Time{}
+	t.Cleanup(func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.tests, t)
+	})
+}
+
+// start starts the watchdog and returns a function that stops it.
+func (h *hangWatch) start() (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				h.check(now)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// check stamps the tests it sees for the first time with now (the
+// watchdog's clock is real; a test's may be fake) and panics if one has
+// run too long since.
+func (h *hangWatch) check(now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for t, seen := range h.tests {
+		switch {
+		case seen.IsZero():
+			h.tests[t] = now
+		case now.Sub(seen) > testDeadline+hangGrace:
+			panic(fmt.Sprintf("%s still runs %v after it took a %v test deadline: a call ignored its deadline or waited without one; goroutines:\n%s",
+				t.Name(), now.Sub(seen).Round(time.Second), testDeadline, goroutineDump()))
+		}
+	}
 }
 
 // goroutineDump returns the stacks of every goroutine.

@@ -208,7 +208,7 @@ func TestLoadLiveness(t *testing.T) {
 	fl := &loadFlusher{next: 1}
 	c, err := New(cfg, newLoadDelta, struct{}{}, uint64(0), Flusher[[]uint64, uint64](fl))
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	stopAtCleanup(t, c, testDeadline)
 	// A Durable wait begins when it is listed on the durable watermark:
 	// note the FlushDelta calls made by then, per epoch. (Between the
 	// waiter's call and that moment lies only the scheduler.)

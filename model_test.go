@@ -330,7 +330,7 @@ func modelNewCoordinator(t testing.TB, cfg Config, inj *faultInjector) (*testCoo
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	stopAtCleanup(t, c, 24*time.Hour) // fake time
 	return c, fl
 }
 
@@ -485,6 +485,7 @@ func newModel(t *testing.T, cfg modelConfig) *model {
 		pausedFlag: make([]atomic.Bool, cfg.channels), appliedAt: map[int]modelCalls{}, gate: make(chan struct{}, 1)}
 	m.inj.applyHook = m.onApply
 	m.c, m.fl = modelNewCoordinator(t, cfg.config(), m.inj)
+	m.c.p.marks.written.advanced = m.onWritten
 	t.Cleanup(func() { m.quiesce.Store(false) }) // before the Stop of the cleanup above
 	m.fl.quiet = func(string) {
 		if m.quiesce.Load() {
@@ -524,6 +525,19 @@ func (m *model) onApply(w testWrite) {
 	m.appliedAt[int(w.value/8)] = calls
 	if m.pausedFlag[ch].Load() && !m.stopping.Load() {
 		m.violations = append(m.violations, fmt.Sprintf("%s applied while channel c%d is paused", w.key, ch))
+	}
+}
+
+// onWritten runs on the flusher goroutine each time the written watermark
+// rises to e, before any waiter is woken: the view announcing e must be
+// published already (invariant 3). Checked at that instant, a view
+// published late is caught in every run, not only when a woken reader
+// happens to look first.
+func (m *model) onWritten(e uint64) {
+	if v := m.c.View(); v.Err == nil && v.Written < e {
+		m.violMu.Lock()
+		defer m.violMu.Unlock()
+		m.violations = append(m.violations, fmt.Sprintf("written watermark rose to %d while View().Written = %d", e, v.Written))
 	}
 }
 

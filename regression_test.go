@@ -51,6 +51,7 @@ func regSpin(t testing.TB, ctx context.Context, what string, cond func() bool) {
 // regStopAtCleanup stops c when the test ends, with a bounded wait so that a
 // coordinator that cannot stop does not hang the test run.
 func regStopAtCleanup[W, R, FV, DV, S any](t testing.TB, c *Coordinator[W, R, FV, DV, S]) {
+	hangs.watch(t)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), regHang)
 		defer cancel()
@@ -290,9 +291,9 @@ func TestRegressionAbandonedWaitKeepsGroupCommit(t *testing.T) {
 				synctest.Wait() // the coordinator and the flusher are idle
 				st := c.Stats()
 				require.Equal(t, uint64(writes), st.Watermarks.Applied)
-				require.Zero(t, st.Flushes[FlushWait],
+				require.Zero(t, st.Flushes.Wait,
 					"%d writes waited only for Applied after a %v wait was abandoned: %d were frozen for a waiter (FlushDelta calls: %d, FlushStorage calls: %d); want none",
-					writes, level, st.Flushes[FlushWait], f.deltaCalls.Load(), f.storageCalls.Load())
+					writes, level, st.Flushes.Wait, f.deltaCalls.Load(), f.storageCalls.Load())
 				require.Zero(t, f.deltaCalls.Load(), "FlushDelta calls")
 				require.Zero(t, f.storageCalls.Load(), "FlushStorage calls")
 				require.NoError(t, c.Stop(ctx))
@@ -541,7 +542,8 @@ func TestRegressionInvalidWriteSizes(t *testing.T) {
 		c := newC(t)
 		ch := c.Channel("default")
 		// Nothing held: the huge write is admitted alone, and nothing fits
-		// beside it.
+		// beside it (paused, so that it stays held while the test looks).
+		ch.Pause()
 		huge, err := ch.TryWrite(regSW("huge", math.MaxInt))
 		require.NoError(t, err, "TryWrite of size MaxInt with nothing held")
 		require.Equal(t, int64(math.MaxInt), budgetOK(t, c, "with the huge write held"))
@@ -549,6 +551,7 @@ func TestRegressionInvalidWriteSizes(t *testing.T) {
 		require.ErrorIs(t, err, ErrBackpressure, "TryWrite of size 1 while a write of size MaxInt is held")
 		require.Equal(t, int64(math.MaxInt), budgetOK(t, c, "with the huge write held"))
 
+		ch.Resume()
 		_, err = huge.Wait(ctx, Written)
 		require.NoError(t, err)
 		regSpin(t, ctx, "budget released after the huge write was written", func() bool { return c.Stats().BudgetBytes == 0 })
@@ -1151,6 +1154,7 @@ func regRacingWaits(t *testing.T, settle func()) {
 	c := regNew(t, testConfig(), newRegFlusher())
 	c.Start()
 	ch := c.Channel("default")
+	ctx := deadlineCtx(t)
 	for round := range uint64(3) {
 		ch.Pause()
 		h, err := ch.TryWrite(w("k", round, 1))
@@ -1158,8 +1162,8 @@ func regRacingWaits(t *testing.T, settle func()) {
 		errs := make(chan error, 2*waiters)
 		cancels := make([]context.CancelFunc, 0, 2*waiters)
 		for range waiters {
-			wctx, cancel := context.WithCancel(context.Background())
-			hctx, hcancel := context.WithCancel(context.Background())
+			wctx, cancel := context.WithCancel(ctx)
+			hctx, hcancel := context.WithCancel(ctx)
 			cancels = append(cancels, cancel, hcancel)
 			go func() { errs <- c.WaitFor(wctx, Applied, round+1) }()
 			go func() { _, err := h.Wait(hctx, Applied); errs <- err }()
@@ -1172,12 +1176,12 @@ func regRacingWaits(t *testing.T, settle func()) {
 		}()
 		ch.Resume()
 		for range 2 * waiters {
-			if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {
+			if err := await(t, "a canceled wait", errs); err != nil && !errors.Is(err, context.Canceled) {
 				t.Errorf("wait: %v", err)
 			}
 		}
 	}
-	require.NoError(t, c.Stop(context.Background()))
+	require.NoError(t, c.Stop(ctx))
 }
 
 // ============================================================================
@@ -1211,6 +1215,8 @@ func TestRegressionLenWithinQueueCapacity(t *testing.T) {
 	_, err = ch.TryWrite(w("k2", 2, 1))
 	require.NoError(t, err)
 	require.NoError(t, c.WaitFor(ctx, Applied, 2))
+	// The applied watermark moves before the turn frees its queue slots.
+	regSpin(t, ctx, "the slots of writes 1 and 2 freed", func() bool { return ch.q.appliedSlots.Load() == 2 })
 
 	// A full queue, taken whole by the coordinator, which applies one write
 	// and then blocks handing its delta to the full flush queue.

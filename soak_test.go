@@ -194,7 +194,7 @@ func soakOverload(t *testing.T, total, flushSize int) {
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
-		t.Cleanup(func() { _ = c.Stop(context.Background()) })
+		stopAtCleanup(t, c, 24*time.Hour) // fake time
 		c.Start()
 		ctx, cancel := context.WithTimeout(t.Context(), 24*time.Hour) // fake time: only a hang reaches it
 		defer cancel()
@@ -280,9 +280,9 @@ func soakOverload(t *testing.T, total, flushSize int) {
 			rejectedBudget += cs.RejectedBudget
 		}
 		var reasons []string
-		for r, n := range st.Flushes {
+		for r, n := range st.Flushes.All() {
 			if n > 0 {
-				reasons = append(reasons, fmt.Sprintf("%v=%d", FlushReason(r), n))
+				reasons = append(reasons, fmt.Sprintf("%v=%d", r, n))
 			}
 		}
 		t.Logf("%d writes by %d writers: %d TryWrite rejections (%d queue full, %d budget), %d samples, "+
@@ -362,9 +362,9 @@ func TestSoakWrittenWritesAreReleased(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	defer c.Stop(context.Background())
+	stopAtCleanup(t, c, testDeadline)
 	c.Start()
-	ctx := context.Background()
+	ctx := deadlineCtx(t)
 	ch := c.Channel("default")
 	// write queues a 1 MiB payload and returns a weak pointer to it.
 	write := func(id uint32) weak.Pointer[[1 << 20]byte] {

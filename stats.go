@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"fmt"
+	"iter"
 	"sync/atomic"
 	"time"
 )
@@ -35,6 +37,82 @@ func (r FlushReason) String() string {
 		return "budget"
 	}
 	return "unknown"
+}
+
+// FlushCounts counts frozen deltas by [FlushReason], one field per reason.
+// It is a plain value: the zero value is valid and it may be copied. Read a
+// field by name (s.Flushes.Wait), by reason ([FlushCounts.Of]), or all of
+// them in reason order ([FlushCounts.All]); it prints as
+// "size=0 interval=0 explicit=0 wait=29 shutdown=0 budget=0".
+type FlushCounts struct {
+	Size     uint64 // [FlushSize]
+	Interval uint64 // [FlushInterval]
+	Explicit uint64 // [FlushExplicit]
+	Wait     uint64 // [FlushWait]
+	Shutdown uint64 // [FlushShutdown]
+	Budget   uint64 // [FlushBudget]
+}
+
+// field returns the counter of reason r, or nil for an unknown reason.
+func (n *FlushCounts) field(r FlushReason) *uint64 {
+	switch r {
+	case FlushSize:
+		return &n.Size
+	case FlushInterval:
+		return &n.Interval
+	case FlushExplicit:
+		return &n.Explicit
+	case FlushWait:
+		return &n.Wait
+	case FlushShutdown:
+		return &n.Shutdown
+	case FlushBudget:
+		return &n.Budget
+	}
+	return nil
+}
+
+// Of returns the count of reason r; 0 for a reason it does not know.
+func (n FlushCounts) Of(r FlushReason) uint64 {
+	if p := n.field(r); p != nil {
+		return *p
+	}
+	return 0
+}
+
+// All yields every reason and its count, in the order of the FlushReason
+// constants (size, interval, explicit, wait, shutdown, budget), zero counts
+// included: a metrics exporter labels each count with the reason's String.
+func (n FlushCounts) All() iter.Seq2[FlushReason, uint64] {
+	return func(yield func(FlushReason, uint64) bool) {
+		for r := range numFlushReasons {
+			if !yield(r, n.Of(r)) {
+				return
+			}
+		}
+	}
+}
+
+// Total returns the number of frozen deltas, whatever the reason.
+func (n FlushCounts) Total() uint64 {
+	var t uint64
+	for _, c := range n.All() {
+		t += c
+	}
+	return t
+}
+
+// String returns the counts labelled by reason, in reason order:
+// "size=0 interval=0 explicit=0 wait=29 shutdown=0 budget=0".
+func (n FlushCounts) String() string {
+	b := make([]byte, 0, 64)
+	for r, c := range n.All() {
+		if len(b) > 0 {
+			b = append(b, ' ')
+		}
+		b = fmt.Appendf(b, "%s=%d", r, c)
+	}
+	return string(b)
 }
 
 // Timing accumulates durations of one kind of operation.
@@ -95,8 +173,8 @@ type Stats struct {
 	PendingFlushes int
 	// Syncing reports whether FlushStorage is running.
 	Syncing bool
-	// Flushes counts frozen deltas by reason, indexed by [FlushReason].
-	Flushes [numFlushReasons]uint64
+	// Flushes counts frozen deltas by reason.
+	Flushes FlushCounts
 	// Syncs counts completed FlushStorage calls.
 	Syncs uint64
 	// Retries counts flusher calls that failed and were retried.
@@ -181,6 +259,16 @@ func (NopObserver) Synced(SyncInfo) {}
 
 // SlowFlush implements [Observer].
 func (NopObserver) SlowFlush(string, EpochRange, time.Duration) {}
+
+// flushCounts loads the per-reason counters. Each is read atomically; the
+// set is not one atomic snapshot, as with every counter in Stats.
+func (s *stats) flushCounts() FlushCounts {
+	var n FlushCounts
+	for r := range numFlushReasons {
+		*n.field(r) = s.flushes[r].Load()
+	}
+	return n
+}
 
 type stats struct {
 	deltaBytes                                        atomic.Int64

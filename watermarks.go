@@ -218,6 +218,12 @@ type watermark struct {
 	// parked, if set, is called after a waiter is listed and before it
 	// parks: the pipeline uses it to act on the new demand.
 	parked func(e uint64)
+	// advanced, if set before the watermark is used, is called by raise
+	// right after the value rose to e, before any waiter is woken: the
+	// tests check there what must hold by then (the view announcing e is
+	// published, invariant 3), at that instant rather than by luck. Nil
+	// otherwise.
+	advanced func(e uint64)
 
 	mu      sync.Mutex
 	waiters waiterHeap    // protected by mu
@@ -283,7 +289,13 @@ func (m *watermark) advance(e uint64) int { return m.raise(e).wake() }
 // unlisted here is not woken by fail, and one whose context ends waits
 // for this wake-up before it returns (waiter.settle).
 func (m *watermark) raise(e uint64) wakeList {
-	if !raiseTo(&m.v, e) || m.nwait.Load() == 0 {
+	if !raiseTo(&m.v, e) {
+		return wakeList{}
+	}
+	if m.advanced != nil {
+		m.advanced(e)
+	}
+	if m.nwait.Load() == 0 {
 		return wakeList{}
 	}
 	var l wakeList

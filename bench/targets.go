@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -43,8 +45,8 @@ type target interface {
 	finish(ctx context.Context, n int) error
 }
 
-// opener opens a target in dir, a fresh empty directory.
-type opener func(w workload, dir string) (target, error)
+// opener opens a target for cell c in dir, a fresh empty directory.
+type opener func(c cell, dir string) (target, error)
 
 // impls lists the implementations that run each workload, coordinator
 // first.
@@ -54,7 +56,12 @@ var impls = map[workload][]struct {
 }{
 	applied:   {{"coordinator", openCoordinator}, {"pebble", openPebble}},
 	roundTrip: {{"coordinator", openCoordinator}, {"pebble", openPebble}},
-	durable:   {{"coordinator", openCoordinator}, {"pebble", openPebble}, {"bbolt", openBolt}},
+	durable: {
+		{"coordinator", openCoordinator}, {"pebble", openPebble}, {"bbolt", openBolt},
+		{groupFsyncIdeal, openGroupSyncer},
+	},
+	channels:  {{"coordinator", openCoordinator}},
+	deltaSize: {{"coordinator", openCoordinator}},
 }
 
 // --- coordinator -----------------------------------------------------------
@@ -115,31 +122,42 @@ func (f *flusher) FlushStorage(context.Context) error {
 }
 
 type coordTarget struct {
-	w  workload
-	c  *coordinator.Coordinator[write, struct{}, struct{}, struct{}, struct{}]
-	ch *coordinator.Channel[write, struct{}]
-	fl *flusher
+	w   workload
+	c   *coordinator.Coordinator[write, struct{}, struct{}, struct{}, struct{}]
+	chs []*coordinator.Channel[write, struct{}]
+	fl  *flusher
 }
 
-func openCoordinator(w workload, dir string) (target, error) {
+// openCoordinator opens the coordinator with the defaults, except for the
+// cell's channel count (each writer spreads its writes over them
+// round-robin) and flush size.
+func openCoordinator(c cell, dir string) (target, error) {
 	fl := &flusher{}
-	if w == durable {
+	if c.workload == durable {
 		f, err := os.Create(filepath.Join(dir, "log"))
 		if err != nil {
 			return nil, err
 		}
 		fl.f = f
 	}
-	c, err := coordinator.New(coordinator.Config{}, newDelta, struct{}{}, struct{}{}, fl)
+	cfg := coordinator.Config{FlushSize: c.flushSize}
+	for i := range c.channels {
+		cfg.Channels = append(cfg.Channels, "c"+strconv.Itoa(i))
+	}
+	co, err := coordinator.New(cfg, newDelta, struct{}{}, struct{}{}, fl)
 	if err != nil {
 		return nil, err
 	}
-	c.Start()
-	return &coordTarget{w: w, c: c, ch: c.Channel("default"), fl: fl}, nil
+	co.Start()
+	t := &coordTarget{w: c.workload, c: co, fl: fl}
+	for _, name := range co.Channels() {
+		t.chs = append(t.chs, co.Channel(name))
+	}
+	return t, nil
 }
 
 func (t *coordTarget) write(ctx context.Context, writer, i int) error {
-	h, err := t.ch.Write(ctx, write{key: key(writer, i), value: value})
+	h, err := t.chs[i%len(t.chs)].Write(ctx, write{key: key(writer, i), value: value})
 	if err != nil {
 		return err
 	}
@@ -189,10 +207,10 @@ type pebbleTarget struct {
 
 // openPebble opens pebble in memory with NoSync writes for the applied and
 // round-trip workloads, and on dir with Sync writes for durable.
-func openPebble(w workload, dir string) (target, error) {
+func openPebble(c cell, dir string) (target, error) {
 	opts := &pebble.Options{Logger: quietLogger{}}
 	wo := pebble.NoSync
-	if w == durable {
+	if c.workload == durable {
 		wo = pebble.Sync
 	} else {
 		opts.FS = vfs.NewMem()
@@ -236,7 +254,7 @@ var boltBucket = []byte("kv")
 type boltTarget struct{ db *bolt.DB }
 
 // openBolt opens bbolt on dir with its default batch settings.
-func openBolt(_ workload, dir string) (target, error) {
+func openBolt(_ cell, dir string) (target, error) {
 	db, err := bolt.Open(filepath.Join(dir, "bolt.db"), 0o600, nil)
 	if err != nil {
 		return nil, err
@@ -271,4 +289,106 @@ func (t *boltTarget) finish(_ context.Context, n int) error {
 		err = errors.Join(err, fmt.Errorf("bbolt: holds %d keys; want %d", got, n))
 	}
 	return err
+}
+
+// --- the ideal group fsync -------------------------------------------------
+
+// groupFsyncIdeal names the baseline that only does what group commit
+// must: one goroutine takes every write queued, appends them all to the
+// file with one write, fsyncs once and wakes their writers. It applies
+// nothing and keeps no index, so it bounds what any durable pipeline on
+// this file system can reach.
+const groupFsyncIdeal = "group-fsync-ideal"
+
+type groupAck struct {
+	writer, i int
+	ack       chan error // buffer of 1: the syncer never blocks on a writer
+}
+
+type groupSyncer struct {
+	f    *os.File
+	acks []chan error  // one per writer, reused for each of its writes
+	wake chan struct{} // buffer of 1: a pending wake-up is enough
+	quit chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	pending []groupAck // protected by mu
+}
+
+func openGroupSyncer(c cell, dir string) (target, error) {
+	f, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		return nil, err
+	}
+	g := &groupSyncer{f: f, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	for range c.writers {
+		g.acks = append(g.acks, make(chan error, 1))
+	}
+	go g.run()
+	return g, nil
+}
+
+// run is the syncer goroutine; it owns the file until quit is closed.
+func (g *groupSyncer) run() {
+	defer close(g.done)
+	var batch []groupAck
+	var buf []byte
+	for {
+		select {
+		case <-g.wake:
+		case <-g.quit:
+			return
+		}
+		g.mu.Lock()
+		batch, g.pending = g.pending, batch[:0]
+		g.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		buf = buf[:0]
+		for _, r := range batch {
+			k := key(r.writer, r.i)
+			buf = append(append(buf, k[:]...), value...)
+		}
+		_, err := g.f.Write(buf)
+		if err == nil {
+			err = g.f.Sync()
+		}
+		for _, r := range batch {
+			r.ack <- err
+		}
+	}
+}
+
+func (g *groupSyncer) write(ctx context.Context, writer, i int) error {
+	ack := g.acks[writer]
+	g.mu.Lock()
+	g.pending = append(g.pending, groupAck{writer: writer, i: i, ack: ack})
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-ack:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settle has nothing to wait for: write returns once the write is durable.
+func (g *groupSyncer) settle(context.Context, uint64) error { return nil }
+
+func (g *groupSyncer) finish(_ context.Context, n int) error {
+	close(g.quit)
+	<-g.done
+	var err error
+	if st, serr := g.f.Stat(); serr != nil {
+		err = serr
+	} else if want := int64(n) * recordSize; st.Size() != want {
+		err = fmt.Errorf("%s: log holds %d bytes; want %d", groupFsyncIdeal, st.Size(), want)
+	}
+	return errors.Join(err, g.f.Close())
 }

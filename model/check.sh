@@ -161,9 +161,9 @@ only=("$@")
 
 # Safety, exact epochs, every run ends with Stop: assertions and invalid
 # end states (a goroutine or waiter blocked forever).
-check safe_flush       pass safety -DSAFE -DFLUSH -DSTOP
-check coalesce         pass safety -DCOALESCE -DSTOP
 check safe_pause_timer pass safety -DSAFE -DPAUSE -DTIMER -DSTOP
+check coalesce         pass safety -DCOALESCE -DSTOP
+check safe_flush       pass safety -DSAFE -DFLUSH -DSTOP -DW0N=1
 check safe             pass safety -DSAFE -DSTOP -DFAIL
 
 # Liveness under weak fairness, writers writing forever.

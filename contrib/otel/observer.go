@@ -66,10 +66,7 @@ func NewObserver(opts Options) (*Observer, error) {
 		return nil, errors.Join(errs...)
 	}
 	obs.none = o.attrs()
-	obs.reasons = make([]metric.MeasurementOption, len(coordinator.Stats{}.Flushes))
-	for r := range obs.reasons {
-		obs.reasons[r] = o.attrs(KeyReason.String(coordinator.FlushReason(r).String()))
-	}
+	obs.reasons = o.reasonAttrs()
 	obs.flushDelta = o.attrs(KeyOp.String(OpFlushDelta))
 	obs.flushStorage = o.attrs(KeyOp.String(OpFlushStorage))
 	return obs, nil

@@ -164,6 +164,10 @@ func TestFlushes(t *testing.T) {
 		}
 
 		stats := c.Stats()
+		// Every reason is reported, zero counts included, as Stats counts it.
+		for r, n := range stats.Flushes.All() {
+			check(t, reader, "coordinator.flushes", float64(n), reason(r.String()))
+		}
 		if stats.Apply.Count == 0 {
 			t.Errorf("Stats().Apply.Count = 0; want batches")
 		}

@@ -87,6 +87,16 @@ func (o Options) withDefaults() Options {
 }
 
 // attrs returns the measurement option for o.Attributes plus kv.
+// reasonAttrs returns the attribute set of each flush reason, indexed by
+// [coordinator.FlushReason].
+func (o Options) reasonAttrs() []metric.MeasurementOption {
+	var sets []metric.MeasurementOption
+	for r := range (coordinator.FlushCounts{}).All() {
+		sets = append(sets, o.attrs(KeyReason.String(r.String())))
+	}
+	return sets
+}
+
 func (o Options) attrs(kv ...attribute.KeyValue) metric.MeasurementOption {
 	all := make([]attribute.KeyValue, 0, len(o.Attributes)+len(kv))
 	all = append(append(all, o.Attributes...), kv...)
@@ -154,12 +164,9 @@ func RegisterStats(src Source, opts Options) (metric.Registration, error) {
 	var (
 		none      = o.attrs()
 		levels    = [3]metric.MeasurementOption{o.attrs(KeyLevel.String("applied")), o.attrs(KeyLevel.String("written")), o.attrs(KeyLevel.String("durable"))}
-		reasons   = make([]metric.MeasurementOption, len(coordinator.Stats{}.Flushes))
+		reasons   = o.reasonAttrs()
 		byChannel = map[string]*channelAttrs{}
 	)
-	for r := range reasons {
-		reasons[r] = o.attrs(KeyReason.String(coordinator.FlushReason(r).String()))
-	}
 	for _, q := range src.Stats().Channels {
 		byChannel[q.Name] = newChannelAttrs(o, q.Name)
 	}
@@ -187,7 +194,7 @@ func RegisterStats(src Source, opts Options) (metric.Registration, error) {
 		}
 		obs.ObserveInt64(flushPending, int64(s.PendingFlushes), none)
 		obs.ObserveInt64(syncActive, boolValue(s.Syncing), none)
-		for r, n := range s.Flushes {
+		for r, n := range s.Flushes.All() {
 			obs.ObserveInt64(flushes, int64(n), reasons[r])
 		}
 		obs.ObserveInt64(syncs, int64(s.Syncs), none)

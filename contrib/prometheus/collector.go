@@ -138,8 +138,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.flushPending, float64(s.PendingFlushes))
 	gauge(c.syncing, boolValue(s.Syncing))
-	for r, n := range s.Flushes {
-		counter(c.flushes, n, coordinator.FlushReason(r).String())
+	for r, n := range s.Flushes.All() {
+		counter(c.flushes, n, r.String())
 	}
 	counter(c.syncs, s.Syncs)
 	counter(c.retries, s.Retries)

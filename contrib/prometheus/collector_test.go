@@ -206,6 +206,10 @@ func TestMetricsFlushes(t *testing.T) {
 		}
 
 		stats := c.Stats()
+		// Every reason is exported, zero counts included, as Stats counts it.
+		for r, n := range stats.Flushes.All() {
+			check(t, reg, "coordinator_flushes_total", labels{"reason": r.String()}, float64(n))
+		}
 		histograms := []struct {
 			name      string
 			labels    labels

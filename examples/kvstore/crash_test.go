@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/groupcommit/coordinator"
+	"golang.org/x/sync/errgroup"
 )
 
 var (
@@ -123,18 +124,16 @@ func TestCrashChild(t *testing.T) {
 		_, err = h.Wait(ctx, coordinator.Durable)
 		return err
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
+	var g errgroup.Group
 	for w := range writers {
-		wg.Go(func() {
+		g.Go(func() error {
 			// Continue each key's versions from what was recovered.
 			next := make([]uint64, crashKeys)
 			for j := range next {
 				if b, ok := rec.Index.Get(crashKey(w, j)); ok {
 					v, ok := parseCrashValue(crashKey(w, j), b)
 					if !ok {
-						errs <- fmt.Errorf("recovered %s = %q: corrupt", crashKey(w, j), b)
-						return
+						return fmt.Errorf("recovered %s = %q: corrupt", crashKey(w, j), b)
 					}
 					next[j] = v
 				}
@@ -143,13 +142,11 @@ func TestCrashChild(t *testing.T) {
 				if n%7 == 6 {
 					k := tempKey(w, point, n)
 					if err := durable(Put(k, crashValue(k, 1))); err != nil {
-						errs <- err
-						return
+						return err
 					}
 					ack("ack put %s %s\n", k, crashValue(k, 1))
 					if err := durable(Delete(k)); err != nil {
-						errs <- err
-						return
+						return err
 					}
 					ack("ack del %s\n", k)
 					continue
@@ -159,16 +156,14 @@ func TestCrashChild(t *testing.T) {
 				next[j]++
 				v := crashValue(k, next[j])
 				if err := durable(Put(k, v)); err != nil {
-					errs <- err
-					return
+					return err
 				}
 				ack("ack put %s %s\n", k, v)
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := g.Wait(); err != nil {
 		t.Error(err)
 	}
 	if err := c.Stop(ctx); err != nil {

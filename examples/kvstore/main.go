@@ -13,7 +13,9 @@
 // -window writes in flight per writer, so concurrent writers share
 // segments and fsyncs (group commit). It then reads every key back through
 // a view, stops the coordinator, reopens the directory and checks every key
-// again. It exits with status 1 and a message on any mismatch.
+// again, and that the epochs continued those already in the directory
+// ([coordinator.Config.FirstEpoch]). It exits with status 1 and a message on
+// any mismatch.
 //
 //	go run ./examples/kvstore -writers 8 -keys 5000
 package main
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/groupcommit/coordinator"
+	"golang.org/x/sync/errgroup"
 )
 
 // demoConfig is what the flags set.
@@ -43,7 +46,8 @@ type demoConfig struct {
 // demoReport is what a successful run measured.
 type demoReport struct {
 	keys, deleted int
-	writes        uint64 // epochs assigned
+	writes        uint64 // epochs assigned in this run
+	firstEpoch    uint64 // the first of them: one past what Open recovered
 	segments      uint64
 	syncs         uint64
 	bytes         uint64
@@ -54,9 +58,10 @@ type demoReport struct {
 func (r demoReport) String() string {
 	rate := float64(r.writes) / r.elapsed.Seconds()
 	return fmt.Sprintf("kvstore: OK: %d keys (%d deleted), %d writes, %d segments (%d bytes; Open read back %d), "+
-		"%d syncs, %.1f writes/sync, elapsed %v, %.0f writes/s",
+		"%d syncs, %.1f writes/sync, elapsed %v, %.0f writes/s, epochs %d-%d",
 		r.keys, r.deleted, r.writes, r.segments, r.bytes, r.recovered,
-		r.syncs, float64(r.writes)/float64(max(r.syncs, 1)), r.elapsed.Round(time.Millisecond), rate)
+		r.syncs, float64(r.writes)/float64(max(r.syncs, 1)), r.elapsed.Round(time.Millisecond), rate,
+		r.firstEpoch, r.firstEpoch+r.writes-1)
 }
 
 func main() {
@@ -135,8 +140,10 @@ func run(ctx context.Context, cfg demoConfig, stderr io.Writer) (demoReport, err
 	if err := write(ctx, c, cfg); err != nil {
 		return demoReport{}, err
 	}
-	// Each writer waited for its own writes; Durable covers them all.
-	r := demoReport{keys: cfg.keys, writes: c.Watermarks().Applied}
+	// Each writer waited for its own writes; Durable covers them all. The
+	// coordinator numbered them from rec.LastEpoch+1 (Config.FirstEpoch,
+	// set by NewKV), so epochs continue those of earlier runs.
+	r := demoReport{keys: cfg.keys, firstEpoch: rec.LastEpoch + 1, writes: c.Watermarks().Applied - rec.LastEpoch}
 	if wm := c.Watermarks(); wm.Durable != wm.Applied {
 		return r, fmt.Errorf("after all writes were acknowledged: watermarks %+v, want Durable = Applied", wm)
 	}
@@ -174,14 +181,13 @@ func run(ctx context.Context, cfg demoConfig, stderr io.Writer) (demoReport, err
 	return r, nil
 }
 
-// write runs the writers and returns the first error.
+// write runs the writers and returns the first error; that error cancels
+// the other writers' context.
 func write(ctx context.Context, c *KV, cfg demoConfig) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	g, ctx := errgroup.WithContext(ctx)
 	ch := c.Channel("default")
-	var wg sync.WaitGroup
 	for w := range cfg.writers {
-		wg.Go(func() {
+		g.Go(func() error {
 			// window holds the handles in flight, oldest first.
 			var window []*coordinator.WriteHandle[struct{}]
 			settle := func(n int) error {
@@ -207,17 +213,16 @@ func write(ctx context.Context, c *KV, cfg demoConfig) error {
 					err = submit(Delete(keyName(i)))
 				}
 				if err != nil {
-					cancel(fmt.Errorf("writer %d, key %d: %w", w, i, err))
-					return
+					return fmt.Errorf("writer %d, key %d: %w", w, i, err)
 				}
 			}
 			if err := settle(0); err != nil {
-				cancel(fmt.Errorf("writer %d: %w", w, err))
+				return fmt.Errorf("writer %d: %w", w, err)
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	return context.Cause(ctx)
+	return g.Wait()
 }
 
 // verify checks every key against get.

@@ -32,8 +32,13 @@ func TestDemo(t *testing.T) {
 		}
 		// The final progress line is always printed.
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-		if last := lines[len(lines)-1]; !strings.Contains(last, "applied=330") || !strings.Contains(last, "durable=330") {
-			t.Errorf("round %d: last progress line = %q; want applied=330 and durable=330", round, last)
+		// Epochs continue across the reopen: the second round's are 331-660.
+		end := fmt.Sprint(330 * round)
+		if last := lines[len(lines)-1]; !strings.Contains(last, "applied="+end) || !strings.Contains(last, "durable="+end) {
+			t.Errorf("round %d: last progress line = %q; want applied=%s and durable=%s", round, last, end, end)
+		}
+		if want := fmt.Sprintf("epochs %d-%s", 330*(round-1)+1, end); !strings.HasSuffix(r.String(), want) {
+			t.Errorf("round %d: report = %q; want it to end with %q", round, r, want)
 		}
 	}
 	rec := mustOpen(t, dir)

@@ -16,7 +16,8 @@ package main
 //	   8  seq      uint64   the segment's sequence number, as in its name
 //	  16  first    uint64   the first store epoch it holds
 //	  24  end      uint64   one past the last store epoch it holds
-//	  32  count    uint32   number of records, at least 1 and at most end-first
+//	  32  count    uint32   number of records, at most end-first (0 when Apply
+//	                        rejected every write of the delta)
 //	  36  flags    uint32   0
 //	  40  bodyLen  uint64   total length of the records that follow
 //	records, count times, in strictly increasing key order:
@@ -28,11 +29,12 @@ package main
 //	trailer, 4 bytes:
 //	   0  crc      uint32   CRC-32C (Castagnoli) of the header and records
 //
-// A segment holds the last write of each key within its epoch range. Store
-// epochs continue across restarts: a segment's first epoch is the previous
-// segment's end, and the first segment's is 1. The coordinator numbers its
-// own epochs from 1 in every process, so the [Flusher] adds the last epoch
-// recovered by [Open] to them.
+// A segment holds the last write of each key within its epoch range. Epochs
+// continue across restarts: a segment's first epoch is the previous
+// segment's end, and the first segment's is 1. [NewKV] starts the
+// coordinator with [coordinator.Config.FirstEpoch] one past the last epoch
+// [Open] recovered, so the coordinator's epochs are the store's and a
+// segment records the range the coordinator gave its delta.
 //
 // # Crash safety
 //
@@ -386,7 +388,7 @@ var (
 // segmentHeader is the decoded header of a segment.
 type segmentHeader struct {
 	seq    uint64
-	epochs coordinator.EpochRange // store epochs
+	epochs coordinator.EpochRange
 	count  uint32
 }
 
@@ -457,7 +459,7 @@ func decodeSegment(data []byte) (segmentHeader, *Table, error) {
 	if h.epochs.Start == 0 || h.epochs.End <= h.epochs.Start {
 		return corrupt("bad epoch range %v", h.epochs)
 	}
-	if h.count == 0 || uint64(h.count) > h.epochs.Len() {
+	if uint64(h.count) > h.epochs.Len() {
 		return corrupt("%d records for %d epochs", h.count, h.epochs.Len())
 	}
 	t := newTable(int(h.count))
@@ -515,8 +517,7 @@ func parseSegmentName(name string) (uint64, bool) {
 // other than the counters and Close are called by the coordinator's flusher
 // goroutine only.
 type Flusher struct {
-	dir  string
-	base uint64 // the store epoch of coordinator epoch 0
+	dir string
 
 	// Owned by the flusher goroutine.
 	index    *Index
@@ -534,8 +535,7 @@ func (f *Flusher) FlushDelta(ctx context.Context, fr *Frozen, epochs coordinator
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	store := coordinator.EpochRange{Start: f.base + epochs.Start, End: f.base + epochs.End}
-	data := encodeSegment(fr.Seq, store, fr.Table)
+	data := encodeSegment(fr.Seq, epochs, fr.Table)
 	final := filepath.Join(f.dir, segmentName(fr.Seq))
 	tmp := final + tempSuffix
 	file, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -728,11 +728,28 @@ func Open(dir string) (*Recovery, error) {
 }
 
 // NewKV creates the coordinator of the store recovered in rec, and its
-// flusher. Start it with [coordinator.Coordinator.Start]; after Stop, Close
-// the flusher.
+// flusher. It sets cfg.FirstEpoch to rec.LastEpoch+1, so epochs continue
+// where the recovered segments end. Start it with
+// [coordinator.Coordinator.Start]; after Stop, Close the flusher.
+//
+// After the coordinator failed, recover the same way: Stop it, Close the
+// flusher, Open the directory again and call NewKV with the new Recovery.
+// Open reads back exactly what the segments hold, so the coordinator's
+// in-memory state, which the failure left unknown, is never trusted.
 func NewKV(cfg coordinator.Config, rec *Recovery) (*KV, *Flusher, error) {
-	f := &Flusher{dir: rec.Dir, base: rec.LastEpoch, index: rec.Index}
-	c, err := coordinator.New(cfg, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, f)
+	return newKV(cfg, rec, nil)
+}
+
+// newKV is NewKV with the flusher the coordinator calls wrapped by wrap,
+// if wrap is not nil; tests inject storage failures there.
+func newKV(cfg coordinator.Config, rec *Recovery, wrap func(*Flusher) coordinator.Flusher[*Frozen, *Index]) (*KV, *Flusher, error) {
+	f := &Flusher{dir: rec.Dir, index: rec.Index}
+	var fl coordinator.Flusher[*Frozen, *Index] = f
+	if wrap != nil {
+		fl = wrap(f)
+	}
+	cfg.FirstEpoch = rec.LastEpoch + 1
+	c, err := coordinator.New(cfg, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, fl)
 	if err != nil {
 		return nil, nil, err
 	}

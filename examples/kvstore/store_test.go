@@ -476,9 +476,10 @@ func TestReadThroughViews(t *testing.T) {
 	dir := t.TempDir()
 	writeSegments(t, dir, []Op{Put("stored", []byte("s")), Put("a", []byte("0"))})
 	rec := mustOpen(t, dir)
-	inner := &Flusher{dir: dir, base: rec.LastEpoch, index: rec.Index}
+	inner := &Flusher{dir: dir, index: rec.Index}
 	g := &gatedFlusher{Flusher: inner, entered: make(chan coordinator.EpochRange, 8), release: make(chan struct{})}
-	c, err := coordinator.New(coordinator.Config{}, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, g)
+	cfg := coordinator.Config{FirstEpoch: rec.LastEpoch + 1} // as NewKV sets it
+	c, err := coordinator.New(cfg, NewDelta, DeltaContext{Seq: rec.NextSeq}, rec.Index, g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,15 +523,15 @@ func TestReadThroughViews(t *testing.T) {
 	if _, err := c.Flush(ctx, coordinator.Applied); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-g.entered; got != (coordinator.EpochRange{Start: 1, End: 3}) {
-		t.Errorf("FlushDelta epochs = %v; want [1, 3)", got)
+	if got := <-g.entered; got != (coordinator.EpochRange{Start: 3, End: 5}) {
+		t.Errorf("FlushDelta epochs = %v; want [3, 5), after the 2 recovered", got)
 	}
 	write(Put("a", []byte("2")))
 	write(Delete("b"))
 	hc := write(Put("c", []byte("2")))
 	v2 := c.View()
-	if len(v2.Frozen) != 1 || v2.Written != 0 {
-		t.Fatalf("frozen view: %d frozen, written %d; want 1, 0", len(v2.Frozen), v2.Written)
+	if len(v2.Frozen) != 1 || v2.Written != 2 {
+		t.Fatalf("frozen view: %d frozen, written %d; want 1, 2", len(v2.Frozen), v2.Written)
 	}
 	check("frozen", v2, map[string]string{"stored": "s", "a": "2", "b": "", "c": "2"})
 	if val, _, ok := v2.Frozen[0].View.Find("b"); !ok || string(val) != "1" {
@@ -543,8 +544,8 @@ func TestReadThroughViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	v3 := c.View()
-	if len(v3.Frozen) != 0 || v3.Written != 5 || v3.Current.Len() != 0 {
-		t.Fatalf("written view: %d frozen, written %d, %d live keys; want 0, 5, 0", len(v3.Frozen), v3.Written, v3.Current.Len())
+	if len(v3.Frozen) != 0 || v3.Written != 7 || v3.Current.Len() != 0 {
+		t.Fatalf("written view: %d frozen, written %d, %d live keys; want 0, 7, 0", len(v3.Frozen), v3.Written, v3.Current.Len())
 	}
 	check("written", v3, map[string]string{"stored": "s", "a": "2", "b": "", "c": "2"})
 	if v, ok := v3.Snapshot.Get("a"); !ok || string(v) != "2" {
@@ -569,7 +570,7 @@ func TestReadThroughViews(t *testing.T) {
 func TestFlusherSyncsAndRetries(t *testing.T) {
 	dir := t.TempDir()
 	rec := mustOpen(t, dir)
-	f := &Flusher{dir: dir, base: rec.LastEpoch, index: rec.Index}
+	f := &Flusher{dir: dir, index: rec.Index}
 	ctx := context.Background()
 	d := NewDelta(DeltaContext{Seq: 1})
 	if _, err := d.Apply(Put("a", []byte("1"))); err != nil {
@@ -601,5 +602,23 @@ func TestFlusherSyncsAndRetries(t *testing.T) {
 	cancel()
 	if _, err := f.FlushDelta(canceled, fr, epochs); !errors.Is(err, context.Canceled) {
 		t.Errorf("FlushDelta(canceled ctx) = %v; want context.Canceled", err)
+	}
+}
+
+// A delta whose writes Apply all rejected still takes its epochs, so it is
+// written as a segment without records, and recovery must accept it: the
+// segments after it continue from its epochs.
+func TestSegmentWithoutRecordsRecovers(t *testing.T) {
+	dir := t.TempDir()
+	data := encodeSegment(1, coordinator.EpochRange{Start: 1, End: 3}, newTable(0))
+	if _, _, err := decodeSegment(data); err != nil {
+		t.Fatalf("decodeSegment(a segment without records) = %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, segmentName(1)), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := mustOpen(t, dir)
+	if rec.Segments != 1 || rec.LastEpoch != 2 || len(rec.Discarded) != 0 {
+		t.Errorf("Open = %d segments, last epoch %d, discarded %v; want 1, 2, none", rec.Segments, rec.LastEpoch, rec.Discarded)
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/groupcommit/coordinator"
@@ -29,6 +28,7 @@ import (
 	_ "gocloud.dev/blob/fileblob"
 	_ "gocloud.dev/blob/gcsblob"
 	_ "gocloud.dev/blob/s3blob"
+	"golang.org/x/sync/errgroup"
 )
 
 func main() {
@@ -72,10 +72,11 @@ func run(bucketURL string, writers, ops int) error {
 	// manifest writes.
 	runID := time.Now().UnixNano()
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
+	// The first writer to fail cancels the others' context; Wait returns
+	// its error.
+	g, gctx := errgroup.WithContext(ctx)
 	for w := range writers {
-		wg.Go(func() {
+		g.Go(func() error {
 			ch := st.Coordinator().Channel("default")
 			key := func(i int) string { return fmt.Sprintf("run%d/w%02d/k%04d", runID, w, i) }
 			for i := range ops {
@@ -83,20 +84,18 @@ func run(bucketURL string, writers, ops int) error {
 				if i%10 == 9 {
 					op = Delete(key(i - 5))
 				}
-				h, err := ch.Write(ctx, op)
+				h, err := ch.Write(gctx, op)
 				if err == nil {
-					_, err = h.Wait(ctx, coordinator.Durable)
+					_, err = h.Wait(gctx, coordinator.Durable)
 				}
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	s := st.Coordinator().Stats()

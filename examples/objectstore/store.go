@@ -107,17 +107,21 @@ func (s *State) with(ref SegmentRef, seg *Segment) *State {
 // goroutine.
 type Flusher struct {
 	bucket *blob.Bucket
-	base   uint64 // sequence number before this run's epoch 1
 	state  *State // every segment written, listed in the manifest or not
 	listed uint64 // last sequence number in the manifest object
 }
 
 // FlushDelta writes the segment object for epochs. The segment is then
 // Written: readers of this process see it through the returned state, but
-// [Recover] will not until FlushStorage lists it in the manifest. Writing
-// the same segment again (a retry) rewrites the same object.
+// [Recover] will not until FlushStorage lists it in the manifest. A retry
+// after a call that failed writes the same object again; a retry after a
+// call that succeeded (its result lost on the way) returns the state that
+// already holds the segment, so that the manifest never lists it twice.
 func (f *Flusher) FlushDelta(ctx context.Context, seg *Segment, epochs coordinator.EpochRange) (*State, error) {
-	first, last := f.base+epochs.Start, f.base+epochs.Last()
+	first, last := epochs.Start, epochs.Last()
+	if last <= f.state.Last() {
+		return f.state, nil
+	}
 	data := seg.encode(first, last)
 	ref := SegmentRef{
 		Name:    segmentName(first, last),
@@ -245,14 +249,17 @@ type Store struct {
 }
 
 // Open recovers the state of bucket and starts a coordinator that
-// continues from it. The caller keeps ownership of bucket and must keep it
+// continues from it: cfg.FirstEpoch is set to one past the last sequence
+// number recovered. The caller keeps ownership of bucket and must keep it
 // open until Close returns.
 func Open(ctx context.Context, bucket *blob.Bucket, cfg coordinator.Config) (*Store, error) {
 	st, err := Recover(ctx, bucket)
 	if err != nil {
 		return nil, err
 	}
-	f := &Flusher{bucket: bucket, base: st.Last(), state: st, listed: st.Last()}
+	f := &Flusher{bucket: bucket, state: st, listed: st.Last()}
+	// Sequence numbers are epochs: continue them after the last one listed.
+	cfg.FirstEpoch = st.Last() + 1
 	c, err := coordinator.New(cfg, NewDelta, struct{}{}, st, f)
 	if err != nil {
 		return nil, fmt.Errorf("objectstore: %w", err)

@@ -75,8 +75,13 @@ type Flusher struct {
 // it is in the memtable and in the WAL buffer, readable by everyone and
 // surviving a process crash once pebble's log writer hands it to the
 // kernel, but not fsynced — that is the coordinator's Written. A retry
-// commits the same puts and deletes again, which changes nothing.
+// after a failed commit commits the same puts and deletes again, which
+// changes nothing; a retry after a commit that succeeded (its result lost
+// on the way) returns that commit's snapshot.
 func (f *Flusher) FlushDelta(ctx context.Context, d *Frozen, epochs coordinator.EpochRange) (*Snapshot, error) {
+	if d.batch == f.written.Batch && epochs.Last() == f.written.Epoch {
+		return f.last, nil
+	}
 	if d.batch != f.written.Batch+1 {
 		return nil, fmt.Errorf("pebble example: batch %d follows batch %d", d.batch, f.written.Batch)
 	}

@@ -23,10 +23,10 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/groupcommit/coordinator"
+	"golang.org/x/sync/errgroup"
 )
 
 func main() {
@@ -105,26 +105,24 @@ func run(ctx context.Context, dir string, writers, ops int) (report, error) {
 	// through a pinned view. The coordinator groups the concurrent waits
 	// into few batches and fewer WAL syncs.
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
+	// The first writer to fail cancels the others' context; Wait returns
+	// its error.
+	g, gctx := errgroup.WithContext(ctx)
 	for w := range writers {
-		wg.Go(func() {
+		g.Go(func() error {
 			for i := range ops {
 				op, k := opOf(w, i)
-				if _, err := st.Write(ctx, op, coordinator.Durable); err != nil {
-					errs <- err
-					return
+				if _, err := st.Write(gctx, op, coordinator.Durable); err != nil {
+					return err
 				}
 				if err := check(st, k, op.Value); err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := g.Wait(); err != nil {
 		return r, err
 	}
 	r.elapsed = time.Since(start)

@@ -7,6 +7,7 @@ replace github.com/groupcommit/coordinator => ../..
 require (
 	github.com/groupcommit/coordinator v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
+	golang.org/x/sync v0.24.0
 	modernc.org/sqlite v1.62.0
 )
 

@@ -20,10 +20,10 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/groupcommit/coordinator"
+	"golang.org/x/sync/errgroup"
 )
 
 func main() {
@@ -58,29 +58,26 @@ func run(dir string, hosts, minutes int) error {
 	// value i%100, so every number below can be checked by hand.
 	const step = 10_000 // ms
 	perHost := minutes * 60_000 / step
-	var wg sync.WaitGroup
-	errs := make(chan error, hosts)
+	// The first writer to fail cancels the others' context; Wait returns
+	// its error.
+	g, gctx := errgroup.WithContext(ctx)
 	for h := range hosts {
-		wg.Go(func() {
+		g.Go(func() error {
 			ch := st.Coordinator().Channel("default")
 			labels := Labels{"host": fmt.Sprintf("h%d", h), "dc": "eu"}
 			var last *coordinator.WriteHandle[SeriesID]
 			for i := range perHost {
-				hd, err := ch.Write(ctx, Sample{Metric: "cpu_load", Labels: labels, T: int64(i) * step, V: float64(i % 100)})
+				hd, err := ch.Write(gctx, Sample{Metric: "cpu_load", Labels: labels, T: int64(i) * step, V: float64(i % 100)})
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
 				last = hd
 			}
-			if _, err := last.Wait(ctx, coordinator.Applied); err != nil {
-				errs <- err
-			}
+			_, err := last.Wait(gctx, coordinator.Applied)
+			return err
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 
@@ -105,7 +102,7 @@ func run(dir string, hosts, minutes int) error {
 	}
 	s := st.Coordinator().Stats()
 	fmt.Printf("durable through epoch %d in %v: %d deltas written (%d by size), %d checkpoints\n",
-		epoch, time.Since(start).Round(time.Millisecond), s.FlushDelta.Count, s.Flushes[coordinator.FlushSize], s.Syncs)
+		epoch, time.Since(start).Round(time.Millisecond), s.FlushDelta.Count, s.Flushes.Size, s.Syncs)
 	if err := show("durable:"); err != nil {
 		return err
 	}

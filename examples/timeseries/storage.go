@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS series (
 	UNIQUE (name, labels)
 );
 CREATE TABLE IF NOT EXISTS deltas (
-	gen         INTEGER PRIMARY KEY, -- generation: last epoch of the delta, plus the run's base
+	gen         INTEGER PRIMARY KEY, -- generation: last epoch of the delta
 	first_epoch INTEGER NOT NULL,
 	last_epoch  INTEGER NOT NULL,
 	new_series  INTEGER NOT NULL,
@@ -147,9 +147,6 @@ func loadState(ctx context.Context, db *sql.DB, width int64) (series []Series, g
 // [coordinator.Flusher]; the coordinator calls it from one goroutine.
 type Flusher struct {
 	db *sql.DB
-	// base is the generation stored before this run: epochs restart at 1
-	// with every coordinator, generations go on growing.
-	base uint64
 	// beforeFlush, if set, runs at the start of FlushDelta; tests use it
 	// to hold a frozen delta in the view.
 	beforeFlush func(ctx context.Context) error
@@ -165,7 +162,7 @@ func (f *Flusher) FlushDelta(ctx context.Context, fr *Frozen, epochs coordinator
 			return Snapshot{}, err
 		}
 	}
-	gen := f.base + epochs.Last()
+	gen := epochs.Last()
 	snap := Snapshot{DB: f.db, Gen: gen}
 	tx, err := f.db.BeginTx(ctx, nil)
 	if err != nil {

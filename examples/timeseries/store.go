@@ -22,7 +22,8 @@ type Options struct {
 	// BucketWidth is the aggregation interval. Zero means the width the
 	// database was created with, or one minute for a new database.
 	BucketWidth time.Duration
-	// Coordinator configures the coordinator.
+	// Coordinator configures the coordinator. Open sets its FirstEpoch to
+	// one past the last generation written.
 	Coordinator coordinator.Config
 
 	// beforeFlush is passed on to the Flusher (tests only).
@@ -70,9 +71,13 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		width = stored
 	}
 	dict := NewDict(series)
-	flusher := &Flusher{db: db, base: gen, beforeFlush: opts.beforeFlush}
+	flusher := &Flusher{db: db, beforeFlush: opts.beforeFlush}
 	newDelta := func(d *Dict) *Delta { return NewDelta(d, width) }
-	c, err := coordinator.New(opts.Coordinator, newDelta, dict, Snapshot{DB: db, Gen: gen}, flusher)
+	// Epochs continue from the last generation written, so a generation
+	// (a delta's last epoch) is never reused across restarts.
+	cfg := opts.Coordinator
+	cfg.FirstEpoch = gen + 1
+	c, err := coordinator.New(cfg, newDelta, dict, Snapshot{DB: db, Gen: gen}, flusher)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("timeseries: %w", err)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package coordinatortest_test
+
+const raceEnabled = false
