@@ -15,6 +15,7 @@ package coordinator
 import (
 	"context"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,6 +36,22 @@ const (
 	benchBatchSize  = 256    // writes per WriteBatch
 	benchBatchDepth = 16     // batches in flight per writer
 )
+
+// benchSimSync, when set, makes the durable benchmarks sleep that long
+// instead of calling fsync, in every implementation alike, so that group
+// formation can be compared without the drift of a real disk:
+//
+//	go test -run '^$' -bench 'Durable/writers=256/' -simsync=1ms .
+var benchSimSync = flag.Duration("simsync", 0, "durable benchmarks: sleep this long instead of fsync (0: real fsync)")
+
+// benchSync makes f durable: fsync, or the simulated sync's sleep.
+func benchSync(f *os.File) error {
+	if d := *benchSimSync; d > 0 {
+		time.Sleep(d)
+		return nil
+	}
+	return f.Sync()
+}
 
 // benchValue is the value of every write; writes share it so that the
 // benchmarks measure the pipeline, not the allocation of values.
@@ -102,7 +119,7 @@ func (f *benchFlusher) FlushStorage(context.Context) error {
 	if f.f == nil {
 		return nil
 	}
-	return f.f.Sync()
+	return benchSync(f.f)
 }
 
 func benchAppendMap(buf []byte, m benchMap) []byte {
@@ -434,12 +451,22 @@ func benchRoundTripChan(b *testing.B, writers int) {
 }
 
 // BenchmarkDurable measures group commit: each writer submits a write and
-// waits until it is durable (appended to a file and fsynced) before the
-// next.
+// waits until it is durable (appended to a file and fsynced, or with
+// -simsync a simulated sync) before the next.
+//
+// The implementations of one writer count run next to each other, so that
+// a ratio compares runs minutes apart at most; fsync latency drifts more
+// than that on a shared machine. scripts/durable-rounds.sh goes further:
+// it runs -count=1 rounds, alternating the order of the implementations,
+// and reports the median of the per-round ratios. naive-fsync syncs once
+// per write whatever the writer count, so it runs only up to 256 writers.
 func BenchmarkDurable(b *testing.B) {
-	for _, impl := range []string{"coordinator", "group-fsync-ideal", "naive-fsync"} {
-		for _, writers := range []int{1, 16, 256} {
-			b.Run(fmt.Sprintf("impl=%s/writers=%d", impl, writers), func(b *testing.B) {
+	for _, writers := range []int{1, 16, 256, 1024, 4096} {
+		for _, impl := range []string{"coordinator", "group-fsync-ideal", "naive-fsync"} {
+			if impl == "naive-fsync" && writers > 256 {
+				continue
+			}
+			b.Run(fmt.Sprintf("writers=%d/impl=%s", writers, impl), func(b *testing.B) {
 				b.ReportAllocs()
 				f := benchTempFile(b)
 				var syncs int64
@@ -518,7 +545,7 @@ func (g *benchGroupSyncer) run(b *testing.B) {
 		if _, err := g.f.Write(buf); err != nil {
 			b.Error(err)
 		}
-		if err := g.f.Sync(); err != nil {
+		if err := benchSync(g.f); err != nil {
 			b.Error(err)
 		}
 		g.syncs++
@@ -560,7 +587,7 @@ func benchDurableNaive(b *testing.B, f *os.File, writers int, lat benchLatencies
 			mu.Lock()
 			_, err := f.Write(benchAppendRecord(rec[:0], benchWriteOf(id, i)))
 			if err == nil {
-				err = f.Sync()
+				err = benchSync(f)
 			}
 			syncs++
 			mu.Unlock()
