@@ -5,15 +5,15 @@
 # round runs every side once per writer count, one -count=1 process each,
 # rotating which side goes first from round to round.
 #
-#   scripts/durable-rounds.sh [-b BASE_REV] ROUNDS BENCHTIME WRITERS...
+#   scripts/durable-rounds.sh [-b BASE_REV] [-n NEW_REV] ROUNDS BENCHTIME WRITERS...
 #   scripts/durable-rounds.sh 5 1s 1 16 256
 #   SIMSYNC=1ms scripts/durable-rounds.sh -b main 5 1s 256
 #   CPU=1,2,4 scripts/durable-rounds.sh 5 1s 256
 #
 # Sides: "ideal" (group-fsync-ideal) and "new" (the coordinator of the
-# working tree) and, with -b, "old" (the coordinator of BASE_REV, built
-# with the working tree's bench_test.go, so that both run the same
-# benchmark). Per writer count (and -cpu value) it prints the median ns/op,
+# working tree, or of NEW_REV with -n) and, with -b, "old" (the coordinator
+# of BASE_REV). A revision is built with the working tree's bench_test.go,
+# so that every side runs the same benchmark. Per writer count (and -cpu value) it prints the median ns/op,
 # p99 and writes/sync of each side and the medians of the per-round ratios:
 # throughput new/ideal (ideal ns/op / new ns/op; above 1 is faster than the
 # ideal), p99 new/ideal, and with -b new/old throughput and p99.
@@ -22,27 +22,39 @@
 # Raw outputs, one benchstat-readable file per side, stay in $OUT (default
 # /tmp/durable-rounds).
 set -euo pipefail
-base=
-if [ "${1:-}" = -b ]; then
-  base=${2:?base revision}
-  shift 2
-fi
+base= newrev=
+while [ $# -gt 0 ]; do
+  case $1 in
+  -b) base=${2:?base revision}; shift 2 ;;
+  -n) newrev=${2:?new revision}; shift 2 ;;
+  *) break ;;
+  esac
+done
 rounds=${1:?rounds}
 benchtime=${2:?benchtime}
 shift 2
 writers=("$@")
-[ ${#writers[@]} -gt 0 ] || { echo "usage: $0 [-b BASE_REV] ROUNDS BENCHTIME WRITERS..." >&2; exit 2; }
+[ ${#writers[@]} -gt 0 ] || { echo "usage: $0 [-b BASE_REV] [-n NEW_REV] ROUNDS BENCHTIME WRITERS..." >&2; exit 2; }
 out=${OUT:-/tmp/durable-rounds}
 root=$(git rev-parse --show-toplevel)
 rm -rf "$out" && mkdir -p "$out"
 
-(cd "$root" && go test -c -o "$out/new.test" .)
+# build REV BINARY builds the package at REV with the working tree's
+# benchmarks.
+build() {
+  mkdir "$out/src-$2"
+  git -C "$root" archive "$1" | tar -x -C "$out/src-$2"
+  cp "$root/bench_test.go" "$out/src-$2/bench_test.go"
+  (cd "$out/src-$2" && GOWORK=off go test -c -o "$out/$2.test" .)
+}
+if [ -n "$newrev" ]; then
+  build "$newrev" new
+else
+  (cd "$root" && go test -c -o "$out/new.test" .)
+fi
 sides=(ideal new)
 if [ -n "$base" ]; then
-  mkdir "$out/base"
-  git -C "$root" archive "$base" | tar -x -C "$out/base"
-  cp "$root/bench_test.go" "$out/base/bench_test.go"
-  (cd "$out/base" && GOWORK=off go test -c -o "$out/old.test" .)
+  build "$base" old
   sides=(ideal new old)
 fi
 
