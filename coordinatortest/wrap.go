@@ -45,6 +45,11 @@ type watch struct {
 	// Fault injection, protected by mu.
 	armed     faultKind
 	remaining int // failures left to inject for armed
+	// streak counts the calls of each kind (FlushDelta, FlushStorage) that
+	// the kit failed in a row. A single injected failure must not meet a
+	// retry of a call it already failed and so exhaust the retry policy:
+	// the runner arms faults while the flusher may still be retrying.
+	streak [2]int
 	// Ranges whose FlushDelta succeeded but was failed by the kit, so that
 	// the coordinator retried it (or gave up): a later error or doubled data
 	// for them points at retry safety.
@@ -161,10 +166,17 @@ func (w *watch) take(delta bool) (faultKind, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	isDelta := w.armed == faultBeforeDelta || w.armed == faultAfterDelta
-	if w.remaining == 0 || isDelta != delta {
+	k := 0
+	if !delta {
+		k = 1
+	}
+	if w.remaining == 0 || isDelta != delta ||
+		(w.remaining < retryAttempts && w.streak[k]+1 >= retryAttempts) {
+		w.streak[k] = 0
 		return 0, false
 	}
 	w.remaining--
+	w.streak[k]++
 	return w.armed, true
 }
 

@@ -62,19 +62,12 @@ func runContracts(t *testing.T, optionsFor func(dir string) (*pebble.Options, fu
 		Open: func(dir string) (*coordinatortest.Store[Op, struct{}, uint64, *Frozen, *Frozen, *LiveReader, *Snapshot], error) {
 			opts, crash := optionsFor(dir)
 			opts.Logger = quietLogger{}
-			db, err := pebble.Open(dir, opts)
+			f, initial, err := openFlusher(dir, opts, nil)
 			if err != nil {
 				return nil, err
 			}
-			m, err := readMeta(db)
-			if err != nil {
-				return nil, errors.Join(err, db.Close())
-			}
-			snaps := newSnapshots(db)
-			initial := snaps.take(m.Epoch, m.Batch)
-			f := &Flusher{db: db, snaps: snaps, written: m, last: initial}
-			st := coordinatortest.NewStore(NewDelta, m.Batch+1, initial, f, m.Epoch)
-			st.Close = func() error { return errors.Join(snaps.closeAll(), db.Close()) }
+			st := coordinatortest.NewStore(NewDelta, f.written.Batch+1, initial, f, f.written.Epoch)
+			st.Close = func() error { return errors.Join(f.snaps.closeAll(), f.db.Close()) }
 			if crash != nil {
 				st.Crash = func() error {
 					crash()

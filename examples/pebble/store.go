@@ -52,24 +52,35 @@ func open(dir string, opts *pebble.Options, cfg coordinator.Config, beforeCommit
 	if opts.Logger == nil {
 		opts.Logger = quietLogger{}
 	}
-	db, err := pebble.Open(dir, opts)
+	f, initial, err := openFlusher(dir, opts, beforeCommit)
 	if err != nil {
 		return nil, err
 	}
-	m, err := readMeta(db)
-	if err != nil {
-		return nil, errors.Join(err, db.Close())
-	}
-	snaps := newSnapshots(db)
-	initial := snaps.take(m.Epoch, m.Batch)
-	f := &Flusher{db: db, snaps: snaps, beforeCommit: beforeCommit, written: m, last: initial}
+	m := f.written
 	cfg.FirstEpoch = m.Epoch + 1
 	c, err := coordinator.New(cfg, NewDelta, m.Batch+1, initial, f)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("pebble example: %w", err), snaps.closeAll(), db.Close())
+		return nil, errors.Join(fmt.Errorf("pebble example: %w", err), f.snaps.closeAll(), f.db.Close())
 	}
 	c.Start()
-	return &Store{db: db, c: c, snaps: snaps, resumed: m}, nil
+	return &Store{db: f.db, c: c, snaps: f.snaps, resumed: m}, nil
+}
+
+// openFlusher opens the database in dir and returns a Flusher that
+// continues from what it holds (f.written: the last epoch and batch), and
+// the snapshot to start from.
+func openFlusher(dir string, opts *pebble.Options, beforeCommit func(*Frozen)) (*Flusher, *Snapshot, error) {
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := readMeta(db)
+	if err != nil {
+		return nil, nil, errors.Join(err, db.Close())
+	}
+	snaps := newSnapshots(db)
+	initial := snaps.take(m.Epoch, m.Batch)
+	return &Flusher{db: db, snaps: snaps, beforeCommit: beforeCommit, written: m, last: initial}, initial, nil
 }
 
 // Coordinator returns the store's coordinator: write through its
