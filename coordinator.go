@@ -376,6 +376,12 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	// starts to report Applied. Nil otherwise, which costs one predictable
 	// branch per handle.
 	handleDone func()
+	// delisting, if set before Start, is called by the coordinator
+	// goroutine as a channel is about to leave the active list, before
+	// delist clears its mark: the tests write to the channel there, the
+	// instant a writer finds it still listed and so does not list it.
+	// Nil otherwise; a channel is delisted at most once per idle spell.
+	delisting func(channel string)
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a

@@ -181,6 +181,9 @@ const idleRoundsToDelist = 16
 // it unlisted, so clearing the mark before looking at depth leaves no
 // write behind.
 func (c *Coordinator[W, R, FV, DV, S]) delist(q *queue[W, R]) bool {
+	if c.delisting != nil {
+		c.delisting(q.name)
+	}
 	q.listed.Store(false)
 	q.idleRounds = 0
 	if q.depth.Load() > 0 && !q.pausedFlag.Load() && q.listed.CompareAndSwap(false, true) {

@@ -1,0 +1,228 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Tests that hold a race window open: each sets up, step by step, the
+// interleaving in which a check that looks redundant is the one that keeps
+// a guarantee, so that dropping or inverting the check fails every run.
+
+// A write that arrives while its channel is being delisted (after the
+// writer found the channel still listed, so it did not list it) is applied:
+// delist looks at the queue again after clearing the mark.
+func TestWindowWriteAsChannelIsDelisted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.Channels = []string{"busy", "idle"}
+		c := newTestCoordinator(t, cfg, testContext{}, newTestFlusher())
+		busy, idle := c.Channel("busy"), c.Channel("idle")
+		ctx := t.Context()
+
+		var (
+			late    *WriteHandle[struct{}]
+			lateErr error
+			hooked  int
+			// stillListed: the writer found the channel listed.
+			stillListed bool
+		)
+		// Set before Start, run by the coordinator goroutine.
+		c.delisting = func(name string) {
+			if name != "idle" || hooked > 0 {
+				return
+			}
+			hooked++
+			stillListed = idle.q.listed.Load()
+			late, lateErr = idle.TryWrite(w("late", 1, 1))
+		}
+		c.Start()
+
+		h, err := idle.Write(ctx, w("first", 1, 1))
+		require.NoError(t, err)
+		_, err = h.Wait(ctx, Applied)
+		require.NoError(t, err)
+		// Rounds go on while the other channel is busy; the idle one is
+		// delisted after idleRoundsToDelist of them.
+		for i := 0; hooked == 0 && i < 10*idleRoundsToDelist; i++ {
+			h, err := busy.Write(ctx, w(fmt.Sprint("b", i), 1, 1))
+			require.NoError(t, err)
+			_, err = h.Wait(ctx, Applied)
+			require.NoError(t, err)
+		}
+		synctest.Wait()
+		require.Equal(t, 1, hooked, "the idle channel was never delisted while the other one worked")
+		require.True(t, stillListed, "the channel is still marked listed when delist begins")
+		require.NoError(t, lateErr)
+		// A stranded write would wait for the next write to that channel:
+		// a minute of the bubble's clock is long enough to tell.
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		_, err = late.Wait(wctx, Applied)
+		require.NoError(t, err, "the write made as its channel was delisted")
+	})
+}
+
+// A writer that was granted a slot and is waiting for byte budget holds
+// that slot: a further write to the full channel is refused as full, not
+// admitted beyond QueueCapacity.
+func TestWindowGrantedSlotHeldWhileWaitingForBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newRegFlusher()
+		cfg := testConfig()
+		cfg.Channels = []string{"x", "y"}
+		cfg.QueueCapacity = 1
+		cfg.MaxBytes = 10
+		c := newRegSized(t, cfg, f)
+		x, y := c.Channel("x"), c.Channel("y")
+		c.Start()
+		ctx := t.Context()
+
+		x.Pause()
+		_, err := x.Write(ctx, regSW("holds-bytes", 8))
+		require.NoError(t, err)
+		type result struct {
+			h   *WriteHandle[struct{}]
+			err error
+		}
+		waiting := make(chan result, 1)
+		go func() {
+			h, err := y.Write(ctx, regSW("waits-for-bytes", 8))
+			waiting <- result{h, err}
+		}()
+		synctest.Wait() // the writer has y's only slot and waits for bytes
+
+		_, err = y.TryWrite(regSW("one-too-many", 0))
+		require.ErrorIs(t, err, ErrBackpressure)
+		st := channelStats(t, c.Stats(), "y")
+		require.Equal(t, uint64(1), st.RejectedFull, "refused because the slot is taken")
+		require.Zero(t, st.RejectedBudget)
+		require.Zero(t, st.Accepted, "y accepted nothing yet: its one slot is held by the writer waiting for bytes")
+
+		x.Resume() // the held bytes are applied, frozen for the budget and released
+		r := <-waiting
+		require.NoError(t, r.err)
+		_, err = r.h.Wait(ctx, Applied)
+		require.NoError(t, err)
+	})
+}
+
+func channelStats(t testing.TB, s Stats, name string) ChannelStats {
+	t.Helper()
+	for _, cs := range s.Channels {
+		if cs.Name == name {
+			return cs
+		}
+	}
+	t.Fatalf("no stats for channel %q", name)
+	return ChannelStats{}
+}
+
+// Under SyncAlways a pass of the flusher with nothing newly written does
+// not sync: a Durable waiter that kicked the flusher during the sync that
+// serves it costs no second FlushStorage.
+func TestWindowSyncAlwaysSkipsAPassWithNothingWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newRegFlusher()
+		block, syncStarted, release := regBlockFirst()
+		f.beforeStorage = block
+		cfg := testConfig()
+		cfg.Sync = SyncAlways
+		cfg.FlushSize = 1 // every write is frozen at once
+		c := regNew(t, cfg, f)
+		ch := c.Channel(defaultChannel)
+		c.Start()
+		ctx := t.Context()
+
+		h, err := ch.Write(ctx, w("k", 1, 1))
+		require.NoError(t, err)
+		<-syncStarted // written, and SyncAlways syncs it
+		require.Equal(t, uint64(1), c.Watermarks().Written)
+		done := make(chan error, 1)
+		go func() {
+			_, err := h.Wait(ctx, Durable) // written already: kicks the flusher
+			done <- err
+		}()
+		synctest.Wait()
+		release()
+		require.NoError(t, <-done)
+		synctest.Wait() // the flusher takes the kick and goes idle
+		require.Equal(t, int64(1), f.storageCalls.Load(), "FlushStorage calls")
+		require.Equal(t, uint64(1), c.Watermarks().Durable)
+	})
+}
+
+// A waiter the watermark unlisted (it is satisfied, its wake-up not yet
+// sent) whose context ends before the wake-up arrives reports success: the
+// epoch was reached, whatever the context says.
+func TestWindowSatisfiedWaiterWhoseContextEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var m watermark
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- m.wait(ctx, Durable, 5) }()
+		synctest.Wait()
+
+		satisfied := m.raise(5) // unlisted, not woken yet
+		require.Equal(t, 1, satisfied.n)
+		cancel()
+		synctest.Wait() // the waiter saw its context end and waits for the wake-up
+		select {
+		case err := <-done:
+			t.Fatalf("wait returned %v before the wake-up of the raise that unlisted it", err)
+		default:
+		}
+		require.Equal(t, 1, satisfied.wake())
+		require.NoError(t, <-done, "the epoch was reached before the context ended")
+
+		// And a waiter whose context ends before the epoch is reached
+		// reports the context's error.
+		ctx2, cancel2 := context.WithCancel(t.Context())
+		go func() { done <- m.wait(ctx2, Durable, 6) }()
+		synctest.Wait()
+		cancel2()
+		require.ErrorIs(t, <-done, context.Canceled)
+		require.Zero(t, m.nwait.Load(), "the waiter that gave up is unlisted")
+	})
+}
+
+// minWait and maxWait are the smallest and largest epoch a listed waiter
+// waits for, exactly, as waiters come and go.
+func TestWatermarkBoundsFollowTheListedWaiters(t *testing.T) {
+	m := watermark{trackMax: true}
+	ws := map[uint64]*waiter{}
+	bounds := func(lo, hi uint64, what string) {
+		t.Helper()
+		require.Equal(t, lo, m.minWait.Load(), "minWait %s", what)
+		require.Equal(t, hi, m.maxWait.Load(), "maxWait %s", what)
+	}
+	for _, e := range []uint64{5, 3, 9, 7, 1, 8} {
+		w := getWaiter()
+		require.True(t, m.list(w, e))
+		ws[e] = w
+	}
+	bounds(1, 9, "with 1 3 5 7 8 9 listed")
+	require.True(t, m.unlist(ws[9]))
+	bounds(1, 8, "after 9 left")
+	require.True(t, m.unlist(ws[1]))
+	bounds(3, 8, "after 1 left")
+	require.True(t, m.unlist(ws[8]))
+	bounds(3, 7, "after 8 left")
+
+	woken := m.raise(4)
+	require.Equal(t, 1, woken.n, "waiters 4 satisfies")
+	require.Same(t, ws[3], woken.head)
+	bounds(5, 7, "after the raise to 4")
+	require.False(t, m.unlist(ws[3]), "a waiter the raise unlisted")
+
+	woken = m.raise(7)
+	require.Equal(t, 2, woken.n)
+	bounds(0, 0, "with nobody listed")
+	require.Zero(t, m.nwait.Load())
+}
