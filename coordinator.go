@@ -437,12 +437,11 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 		next:        cfg.FirstEpoch,
 		deltaStart:  cfg.FirstEpoch,
 	}
-	if base := cfg.FirstEpoch - 1; base > 0 {
-		p.marks.applied.v.Store(base)
-		p.marks.written.v.Store(base)
-		p.marks.durable.v.Store(base)
-		p.frozenThrough.Store(base)
-	}
+	base := cfg.FirstEpoch - 1 // every watermark starts just before the first epoch
+	p.marks.applied.v.Store(base)
+	p.marks.written.v.Store(base)
+	p.marks.durable.v.Store(base)
+	p.frozenThrough.Store(base)
 	var size func(W) int64
 	if cfg.MaxBytes > 0 {
 		if size = sizeOf[W](); size == nil {

@@ -33,7 +33,7 @@ func (c *Coordinator[W, R, FV, DV, S]) loop() {
 		}
 		worked := c.round()
 		c.freezeOnDemand()
-		if c.p.attn.Load() > 0 {
+		if c.p.attn.Load() != 0 {
 			// A Flush caller or Stop is waiting: serve it between turns
 			// so that writers cannot starve it.
 			select {

@@ -226,3 +226,72 @@ func TestWatermarkBoundsFollowTheListedWaiters(t *testing.T) {
 	bounds(0, 0, "with nobody listed")
 	require.Zero(t, m.nwait.Load())
 }
+
+// The count of Flush callers that the coordinator serves between turns
+// returns to zero once they leave, whether served or given up: a count
+// left raised would have the coordinator look for requests after every
+// turn from then on.
+func TestFlushCallersLeaveNoAttention(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newRegFlusher()
+		block, syncStarted, release := regBlockFirst()
+		f.beforeStorage = block
+		c := regNew(t, testConfig(), f)
+		ch := c.Channel(defaultChannel)
+		c.Start()
+		ctx := t.Context()
+
+		_, err := ch.Write(ctx, w("k", 1, 1))
+		require.NoError(t, err)
+		_, err = c.Flush(ctx, Applied)
+		require.NoError(t, err)
+		require.Zero(t, c.p.attn.Load(), "after a served Flush(Applied)")
+
+		// A Flush(Durable) that gives up while the sync runs.
+		gaveUp, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Flush(gaveUp, Durable)
+			done <- err
+		}()
+		<-syncStarted
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+		require.Zero(t, c.p.attn.Load(), "after a Flush(Durable) that gave up")
+		release()
+		_, err = c.Flush(ctx, Durable)
+		require.NoError(t, err)
+		require.Zero(t, c.p.attn.Load(), "after a served Flush(Durable)")
+	})
+}
+
+// Closing one channel ends the wait for byte budget of that channel's
+// writers only; the others keep their place in line.
+func TestBudgetCancelEndsOnlyTheOwnersWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := &budget{max: 10, p: &pipeline{}}
+		require.True(t, b.tryAcquire(10))
+		ctx := t.Context()
+		results := map[string]chan bool{"a": make(chan bool, 1), "b": make(chan bool, 1)}
+		for _, owner := range []string{"a", "b"} {
+			go func() { results[owner] <- b.acquire(ctx, 5, owner) }()
+			synctest.Wait() // listed in this order
+		}
+		b.cancel("a")
+		synctest.Wait()
+		select {
+		case ok := <-results["a"]:
+			require.False(t, ok, "a's wait ends without bytes")
+		default:
+			t.Fatal("cancel(a) did not end a's wait")
+		}
+		select {
+		case ok := <-results["b"]:
+			t.Fatalf("cancel(a) ended b's wait (granted %v)", ok)
+		default:
+		}
+		require.Equal(t, int32(1), b.nblocked.Load(), "b still waits")
+		b.release(10)
+		require.True(t, <-results["b"], "b is granted its bytes once they are released")
+	})
+}
