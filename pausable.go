@@ -117,6 +117,12 @@ type queue[W, R any] struct {
 // usedLocked returns the slots in use, reading the coordinator's progress.
 func (q *queue[W, R]) usedLocked() int64 {
 	q.appliedSeen = q.appliedSlots.Load()
+	return q.usedAsSeenLocked()
+}
+
+// usedAsSeenLocked returns the slots in use as of the coordinator's
+// progress last read: never fewer than are.
+func (q *queue[W, R]) usedAsSeenLocked() int64 {
 	return int64(q.accepted + q.granted - q.appliedSeen)
 }
 
@@ -126,7 +132,7 @@ func (q *queue[W, R]) roomLocked() bool {
 	if q.nblocked.Load() > 0 {
 		return false
 	}
-	return int64(q.accepted+q.granted-q.appliedSeen) < q.capacity || q.usedLocked() < q.capacity
+	return q.usedAsSeenLocked() < q.capacity || q.usedLocked() < q.capacity
 }
 
 // acceptedSlots returns the number of slots accepted so far.

@@ -295,3 +295,34 @@ func TestBudgetCancelEndsOnlyTheOwnersWaits(t *testing.T) {
 		require.True(t, <-results["b"], "b is granted its bytes once they are released")
 	})
 }
+
+// Stop refuses the writers blocked for room and leaves none counted as
+// blocked: the count is what tells the coordinator to admit writers after
+// each turn and refuses newcomers their turn ahead of them.
+func TestStopRefusesBlockedWritersAndForgetsThem(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.QueueCapacity = 1
+		c := newTestCoordinator(t, cfg, testContext{}, newTestFlusher())
+		ch := c.Channel(defaultChannel)
+		c.Start()
+		ctx := t.Context()
+		ch.Pause()
+		_, err := ch.Write(ctx, w("fills", 1, 1))
+		require.NoError(t, err)
+		errs := make(chan error, 2)
+		for i := range 2 {
+			go func() {
+				_, err := ch.Write(ctx, w(fmt.Sprint("blocked", i), 1, 1))
+				errs <- err
+			}()
+		}
+		synctest.Wait()
+		require.Equal(t, int32(2), ch.q.nblocked.Load(), "writers blocked for room")
+		require.NoError(t, c.Stop(ctx))
+		for range 2 {
+			require.ErrorIs(t, <-errs, ErrClosed)
+		}
+		require.Zero(t, ch.q.nblocked.Load(), "writers counted as blocked after Stop")
+	})
+}
