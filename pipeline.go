@@ -196,11 +196,7 @@ func raiseTo(v *atomic.Uint64, e uint64) bool {
 // waitLevel waits until epoch e reaches level; the wait itself is the
 // demand that makes the pipeline get it there.
 func (p *pipeline) waitLevel(ctx context.Context, level Durability, e uint64) error {
-	m := p.marks.get(level)
-	if m.Load() >= e {
-		return nil
-	}
-	return m.wait(ctx, level, e)
+	return p.marks.get(level).wait(ctx, level, e) // returns at once if e is reached
 }
 
 // engine is the live delta with its types erased down to what the

@@ -326,3 +326,17 @@ func TestStopRefusesBlockedWritersAndForgetsThem(t *testing.T) {
 		require.Zero(t, ch.q.nblocked.Load(), "writers counted as blocked after Stop")
 	})
 }
+
+// A raise to the value the watermark already has, or below it, is not an
+// advance: the advanced hook, which checks what must hold once the value
+// rose, runs once per rise.
+func TestWatermarkRaiseOnlyWhenItRises(t *testing.T) {
+	var m watermark
+	var rises []uint64
+	m.advanced = func(e uint64) { rises = append(rises, e) }
+	for _, e := range []uint64{3, 3, 2, 5, 5, 4, 6} {
+		m.raise(e).wake()
+	}
+	require.Equal(t, []uint64{3, 5, 6}, rises)
+	require.Equal(t, uint64(6), m.Load())
+}
