@@ -382,6 +382,10 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	// instant a writer finds it still listed and so does not list it.
 	// Nil otherwise; a channel is delisted at most once per idle spell.
 	delisting func(channel string)
+	// gatherYield, if set before Start, replaces gatherReturning's yield:
+	// the tests make the returning writers' writes there, one yield at a
+	// time. Nil otherwise.
+	gatherYield func()
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a

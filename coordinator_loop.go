@@ -132,9 +132,13 @@ func (c *Coordinator[W, R, FV, DV, S]) gatherReturning() {
 	start := time.Now()
 	for !c.p.isFailed() {
 		before := c.next
-		runtime.Gosched()
+		if c.gatherYield == nil {
+			runtime.Gosched()
+		} else {
+			c.gatherYield()
+		}
 		c.round()
-		if c.next == before || c.p.returning.Load() <= 0 || time.Since(start) >= budget {
+		if c.next == before || c.p.returning.Load() == 0 || time.Since(start) >= budget {
 			return
 		}
 	}
@@ -369,9 +373,7 @@ func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
 	q.slotsApplied += uint64(n)
 	q.releaseSlots()
 	q.applied.Add(uint64(writes))
-	if c.p.returning.Load() > 0 {
-		c.p.returned(writes)
-	}
+	c.p.returned(writes)
 	if c.rejected > 0 {
 		q.applyErrors.Add(uint64(c.rejected))
 	}

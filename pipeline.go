@@ -92,16 +92,14 @@ func (p *pipeline) kickFlusher() {
 // expectReturning records that the flusher just woke n waiters, writers
 // that may be about to write again.
 func (p *pipeline) expectReturning(n int) {
-	if n > 0 {
-		p.returning.Add(int64(n))
-	}
+	p.returning.Add(int64(n))
 }
 
-// returned takes n writes applied off the returning writers.
+// returned takes n writes applied off the returning writers, down to 0.
 func (p *pipeline) returned(n int) {
 	for {
 		old := p.returning.Load()
-		if old <= 0 {
+		if old == 0 {
 			return
 		}
 		if p.returning.CompareAndSwap(old, max(old-int64(n), 0)) {
