@@ -350,9 +350,7 @@ func (c *Coordinator[W, R, FV, DV, S]) endTurn(t *applyTurn[W, R]) {
 	q.depth.Add(-int64(c.turnWrites))
 	q.applyMu.Unlock()
 
-	if c.next > t.first {
-		c.p.marks.applied.advance(c.next - 1)
-	}
+	c.p.marks.applied.advance(c.next - 1) // no change if the turn applied nothing
 	if t.panicErr != nil {
 		c.fail(t.panicErr)
 	}

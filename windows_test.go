@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -339,4 +340,39 @@ func TestWatermarkRaiseOnlyWhenItRises(t *testing.T) {
 	}
 	require.Equal(t, []uint64{3, 5, 6}, rises)
 	require.Equal(t, uint64(6), m.Load())
+}
+
+// A wait for Durable that parks before its write is applied parks once:
+// the coordinator lists it on the durable watermark as it completes the
+// handle, rather than waking it to list itself. Run on one processor, so
+// that a waiter woken instead could not have listed itself by the time
+// the coordinator checks.
+func TestDurableWaitParkedOnTheHandleMovesToTheWatermark(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, level := range []Durability{Written, Durable} {
+		t.Run(level.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
+				ch := c.Channel(defaultChannel)
+				mark := c.p.marks.get(level)
+				var listedAtCompletion []int32
+				c.handleDone = func() { listedAtCompletion = append(listedAtCompletion, mark.nwait.Load()) }
+				c.Start()
+				ctx := t.Context()
+				ch.Pause()
+				h, err := ch.Write(ctx, w("k", 1, 1))
+				require.NoError(t, err)
+				done := make(chan error, 1)
+				go func() {
+					_, err := h.Wait(ctx, level)
+					done <- err
+				}()
+				synctest.Wait() // parked on the handle
+				require.Zero(t, mark.nwait.Load())
+				ch.Resume()
+				require.NoError(t, <-done)
+				require.Equal(t, []int32{1}, listedAtCompletion, "waiters listed at %v as the handle completed", level)
+			})
+		})
+	}
 }
