@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"sync"
@@ -66,10 +65,9 @@ type waiter struct {
 	cond  sync.Cond // L is &mu
 	fired bool      // protected by mu: signal was called
 
-	epoch    uint64  // the epoch awaited
-	index    int     // position in a watermark's heap, -1 when not in one
-	maxIndex int     // position in a watermark's max-heap, -1 when not in one
-	next     *waiter // link in a completion's list
+	epoch  uint64  // the epoch awaited
+	listed bool    // in a watermark's waiters; protected by that watermark's mu
+	next   *waiter // link in a completion's list, or in a wakeList
 	// then is the watermark a waiter on a write handle moves to when the
 	// write is applied, instead of waking (see completion.completeAt).
 	then *watermark
@@ -80,7 +78,7 @@ type waiter struct {
 }
 
 var waiterPool = sync.Pool{New: func() any {
-	w := &waiter{index: -1, maxIndex: -1}
+	w := &waiter{}
 	w.cond.L = &w.mu
 	return w
 }}
@@ -93,7 +91,7 @@ func putWaiter(w *waiter) {
 	if w.noReuse {
 		return
 	}
-	w.next, w.then, w.index, w.maxIndex, w.fired = nil, nil, -1, -1, false
+	w.next, w.then, w.fired = nil, nil, false
 	waiterPool.Put(w)
 }
 
@@ -142,56 +140,96 @@ func (w *waiter) settle() {
 	w.mu.Unlock()
 }
 
-type waiterHeap []*waiter
-
-func (h waiterHeap) Len() int           { return len(h) }
-func (h waiterHeap) Less(i, j int) bool { return h[i].epoch < h[j].epoch }
-func (h waiterHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *waiterHeap) Push(x any) {
-	w := x.(*waiter)
-	w.index = len(*h)
-	*h = append(*h, w)
-}
-func (h *waiterHeap) Pop() any {
-	old := *h
-	w := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	w.index = -1
-	return w
+// waitEntry is a listed waiter with its epoch, kept beside it so that
+// ordering the waiters reads one array rather than every waiter.
+type waitEntry struct {
+	epoch uint64
+	w     *waiter
 }
 
-// waiterMaxHeap orders the same waiters by descending epoch, through
-// maxIndex, so the largest awaited epoch is known exactly as waiters come
-// and go.
-type waiterMaxHeap []*waiter
+// waitHeap is a binary min-heap of waiters by epoch. Waiters are mostly
+// listed in the order of their epochs (the coordinator lists each write's
+// waiter as it applies it), and a push in order costs one comparison.
+type waitHeap []waitEntry
 
-func (h waiterMaxHeap) Len() int           { return len(h) }
-func (h waiterMaxHeap) Less(i, j int) bool { return h[i].epoch > h[j].epoch }
-func (h waiterMaxHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].maxIndex, h[j].maxIndex = i, j
+func (h *waitHeap) push(e waitEntry) {
+	*h = append(*h, e)
+	a := *h
+	i := len(a) - 1
+	for i > 0 {
+		parent := (i - 1) / 2
+		if a[parent].epoch <= e.epoch {
+			break
+		}
+		a[i] = a[parent]
+		i = parent
+	}
+	a[i] = e
 }
-func (h *waiterMaxHeap) Push(x any) {
-	w := x.(*waiter)
-	w.maxIndex = len(*h)
-	*h = append(*h, w)
+
+// removeAt removes the entry at i and returns it.
+func (h *waitHeap) removeAt(i int) waitEntry {
+	a := *h
+	e := a[i]
+	last := len(a) - 1
+	moved := a[last]
+	a[last] = waitEntry{}
+	a = a[:last]
+	*h = a
+	if i == last {
+		return e
+	}
+	// Put moved at i, then sift it up or down.
+	for i > 0 {
+		parent := (i - 1) / 2
+		if a[parent].epoch <= moved.epoch {
+			break
+		}
+		a[i] = a[parent]
+		i = parent
+	}
+	for {
+		child := 2*i + 1
+		if child >= last {
+			break
+		}
+		if right := child + 1; right < last && a[right].epoch < a[child].epoch {
+			child = right
+		}
+		if moved.epoch <= a[child].epoch {
+			break
+		}
+		a[i] = a[child]
+		i = child
+	}
+	a[i] = moved
+	return e
 }
-func (h *waiterMaxHeap) Pop() any {
-	old := *h
-	w := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	w.maxIndex = -1
-	return w
+
+// indexOf returns the position of w, which must be in h.
+func (h waitHeap) indexOf(w *waiter) int {
+	for i := range h {
+		if h[i].w == w {
+			return i
+		}
+	}
+	panic("coordinator: internal error: listed waiter not in its watermark's heap")
+}
+
+// maxEpoch returns the largest epoch in h, 0 if h is empty.
+func (h waitHeap) maxEpoch() uint64 {
+	var hi uint64
+	for i := range h {
+		hi = max(hi, h[i].epoch)
+	}
+	return hi
 }
 
 // watermark is a monotonically increasing epoch that goroutines can wait on.
 // Reads are a single atomic load. Advancing wakes exactly the waiters whose
-// epoch was reached, so the cost is O(log n) per waiter, never per epoch.
+// epoch was reached, so the cost is O(log n) per waiter, never per epoch;
+// listing a waiter in epoch order costs O(1), and a waiter that gives up
+// O(n) (a scan of one array).
 //
 // The waiters are also the demand the pipeline serves: minWait (and, with
 // trackMax, maxWait) give the smallest and largest epoch still awaited, so
@@ -226,9 +264,14 @@ type watermark struct {
 	advanced func(e uint64)
 
 	mu      sync.Mutex
-	waiters waiterHeap    // protected by mu
-	byMax   waiterMaxHeap // protected by mu; only with trackMax
-	err     error         // protected by mu; terminal error for epochs > v
+	waiters waitHeap // protected by mu
+	// most is the largest epoch in waiters with trackMax, 0 when it is
+	// empty; protected by mu. A listing can only raise it, and a raise
+	// that unlists waiters leaves it alone unless it unlists them all,
+	// so only a waiter that gives up may have to look for the next
+	// largest.
+	most uint64
+	err  error // protected by mu; terminal error for epochs > v
 }
 
 // Load returns the current value.
@@ -236,44 +279,43 @@ func (m *watermark) Load() uint64 { return m.v.Load() }
 
 // pushLocked lists w.
 func (m *watermark) pushLocked(w *waiter) {
-	heap.Push(&m.waiters, w)
+	w.listed = true
+	m.waiters.push(waitEntry{w.epoch, w})
 	if m.trackMax {
-		heap.Push(&m.byMax, w)
+		m.most = max(m.most, w.epoch)
 	}
 	m.boundsLocked()
 }
 
 // popLocked unlists the waiter with the smallest epoch.
 func (m *watermark) popLocked() *waiter {
-	w := heap.Pop(&m.waiters).(*waiter)
-	if m.trackMax {
-		heap.Remove(&m.byMax, w.maxIndex)
-	}
+	w := m.waiters.removeAt(0).w
+	w.listed = false
 	m.nwait.Add(-1)
 	return w
 }
 
 // removeLocked unlists w, which must be listed.
 func (m *watermark) removeLocked(w *waiter) {
-	heap.Remove(&m.waiters, w.index)
-	if m.trackMax {
-		heap.Remove(&m.byMax, w.maxIndex)
-	}
+	m.waiters.removeAt(m.waiters.indexOf(w))
+	w.listed = false
 	m.nwait.Add(-1)
+	if m.trackMax && w.epoch == m.most {
+		m.most = m.waiters.maxEpoch()
+	}
 	m.boundsLocked()
 }
 
 func (m *watermark) boundsLocked() {
-	var lo, hi uint64
+	var lo uint64
 	if len(m.waiters) > 0 {
 		lo = m.waiters[0].epoch
-	}
-	if len(m.byMax) > 0 {
-		hi = m.byMax[0].epoch
+	} else {
+		m.most = 0
 	}
 	m.minWait.Store(lo)
 	if m.trackMax {
-		m.maxWait.Store(hi)
+		m.maxWait.Store(m.most)
 	}
 }
 
@@ -301,10 +343,10 @@ func (m *watermark) raise(e uint64) wakeList {
 	var l wakeList
 	m.mu.Lock()
 	v := m.v.Load()
-	if m.trackMax && len(m.byMax) > 0 && m.byMax[0].epoch <= v {
+	if m.trackMax && len(m.waiters) > 0 && m.most <= v {
 		// Every waiter is satisfied, as when a sync serves a whole
 		// group: take them all at once rather than popping them one by
-		// one from both heaps.
+		// one.
 		l = m.takeAllLocked()
 	}
 	tail := &l.head
@@ -325,15 +367,14 @@ func (m *watermark) raise(e uint64) wakeList {
 // order.
 func (m *watermark) takeAllLocked() wakeList {
 	var l wakeList
-	for i, w := range m.waiters {
-		w.index, w.maxIndex = -1, -1
-		w.next = l.head
-		l.head = w
-		m.waiters[i] = nil
+	for _, e := range m.waiters {
+		e.w.listed = false
+		e.w.next = l.head
+		l.head = e.w
 	}
 	l.n = len(m.waiters)
-	clear(m.byMax)
-	m.waiters, m.byMax = m.waiters[:0], m.byMax[:0]
+	clear(m.waiters)
+	m.waiters = m.waiters[:0]
 	m.nwait.Add(int32(-l.n))
 	return l
 }
@@ -418,7 +459,7 @@ func (m *watermark) list(w *waiter, e uint64) bool {
 func (m *watermark) unlist(w *waiter) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if w.index < 0 {
+	if !w.listed {
 		return false
 	}
 	m.removeLocked(w)

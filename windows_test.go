@@ -3,7 +3,9 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -374,5 +376,56 @@ func TestDurableWaitParkedOnTheHandleMovesToTheWatermark(t *testing.T) {
 				require.Equal(t, []int32{1}, listedAtCompletion, "waiters listed at %v as the handle completed", level)
 			})
 		})
+	}
+}
+
+// The waiters' heap against a sorted list: pushes in and out of order,
+// removals of the smallest and of any entry.
+func TestWaitHeapAgainstASortedList(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		var h waitHeap
+		var ref []uint64 // sorted epochs in h
+		ws := map[*waiter]uint64{}
+		next := uint64(1)
+		for step := range 300 {
+			switch op := rng.IntN(10); {
+			case op < 5: // push, mostly in epoch order
+				e := next
+				if rng.IntN(4) == 0 {
+					e = 1 + rng.Uint64N(next)
+				} else {
+					next++
+				}
+				w := &waiter{epoch: e}
+				ws[w] = e
+				h.push(waitEntry{e, w})
+				i, _ := slices.BinarySearch(ref, e)
+				ref = slices.Insert(ref, i, e)
+			case op < 7 && len(h) > 0: // pop the smallest
+				e := h.removeAt(0)
+				require.Equal(t, ref[0], e.epoch, "round %d step %d: smallest", round, step)
+				ref = ref[1:]
+				delete(ws, e.w)
+			case len(h) > 0: // remove any
+				var w *waiter
+				for w = range ws {
+					break
+				}
+				e := h.removeAt(h.indexOf(w))
+				require.Same(t, w, e.w)
+				i, found := slices.BinarySearch(ref, e.epoch)
+				require.True(t, found)
+				ref = slices.Delete(ref, i, i+1)
+				delete(ws, w)
+			}
+			require.Len(t, h, len(ref))
+			if len(ref) > 0 {
+				require.Equal(t, ref[0], h[0].epoch, "round %d step %d: top", round, step)
+				require.Equal(t, ref[len(ref)-1], h.maxEpoch(), "round %d step %d: max", round, step)
+			} else {
+				require.Zero(t, h.maxEpoch())
+			}
+		}
 	}
 }
