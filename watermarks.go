@@ -155,16 +155,21 @@ type waitHeap []waitEntry
 func (h *waitHeap) push(e waitEntry) {
 	*h = append(*h, e)
 	a := *h
-	i := len(a) - 1
+	a[a.up(len(a)-1, e.epoch)] = e
+}
+
+// up moves the parents of position i with epochs above epoch down, one
+// level each, and returns the position left free for it.
+func (h waitHeap) up(i int, epoch uint64) int {
 	for i > 0 {
 		parent := (i - 1) / 2
-		if a[parent].epoch <= e.epoch {
+		if h[parent].epoch <= epoch {
 			break
 		}
-		a[i] = a[parent]
+		h[i] = h[parent]
 		i = parent
 	}
-	a[i] = e
+	return i
 }
 
 // removeAt removes the entry at i and returns it.
@@ -180,14 +185,7 @@ func (h *waitHeap) removeAt(i int) waitEntry {
 		return e
 	}
 	// Put moved at i, then sift it up or down.
-	for i > 0 {
-		parent := (i - 1) / 2
-		if a[parent].epoch <= moved.epoch {
-			break
-		}
-		a[i] = a[parent]
-		i = parent
-	}
+	i = a.up(i, moved.epoch)
 	for {
 		child := 2*i + 1
 		if child >= last {
