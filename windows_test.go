@@ -429,3 +429,32 @@ func TestWaitHeapAgainstASortedList(t *testing.T) {
 		}
 	}
 }
+
+// Stop refuses a writer waiting for byte budget without counting bytes it
+// never got: once everything is written, the budget is back at zero.
+func TestStopRefusesBudgetWaitersWithoutReleasingTheirBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newRegFlusher()
+		cfg := testConfig()
+		cfg.Channels = []string{"x", "y"}
+		cfg.MaxBytes = 10
+		c := newRegSized(t, cfg, f)
+		x, y := c.Channel("x"), c.Channel("y")
+		c.Start()
+		ctx := t.Context()
+
+		x.Pause()
+		_, err := x.Write(ctx, regSW("holds-bytes", 8))
+		require.NoError(t, err)
+		refused := make(chan error, 1)
+		go func() {
+			_, err := y.Write(ctx, regSW("waits-for-bytes", 8))
+			refused <- err
+		}()
+		synctest.Wait()
+		require.Equal(t, int64(8), c.Stats().BudgetBytes)
+		require.NoError(t, c.Stop(ctx))
+		require.ErrorIs(t, <-refused, ErrClosed)
+		require.Zero(t, c.Stats().BudgetBytes, "budget after Stop")
+	})
+}
