@@ -76,31 +76,10 @@ func TestWindowWriteAsChannelIsDelisted(t *testing.T) {
 // admitted beyond QueueCapacity.
 func TestWindowGrantedSlotHeldWhileWaitingForBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newRegFlusher()
-		cfg := testConfig()
-		cfg.Channels = []string{"x", "y"}
-		cfg.QueueCapacity = 1
-		cfg.MaxBytes = 10
-		c := newRegSized(t, cfg, f)
-		x, y := c.Channel("x"), c.Channel("y")
-		c.Start()
+		c, x, y, waiting := startBudgetWaiter(t, 1)
 		ctx := t.Context()
-
-		x.Pause()
-		_, err := x.Write(ctx, regSW("holds-bytes", 8))
-		require.NoError(t, err)
-		type result struct {
-			h   *WriteHandle[struct{}]
-			err error
-		}
-		waiting := make(chan result, 1)
-		go func() {
-			h, err := y.Write(ctx, regSW("waits-for-bytes", 8))
-			waiting <- result{h, err}
-		}()
-		synctest.Wait() // the writer has y's only slot and waits for bytes
-
-		_, err = y.TryWrite(regSW("one-too-many", 0))
+		// The writer has y's only slot and waits for bytes.
+		_, err := y.TryWrite(regSW("one-too-many", 0))
 		require.ErrorIs(t, err, ErrBackpressure)
 		st := channelStats(t, c.Stats(), "y")
 		require.Equal(t, uint64(1), st.RejectedFull, "refused because the slot is taken")
@@ -113,6 +92,35 @@ func TestWindowGrantedSlotHeldWhileWaitingForBudget(t *testing.T) {
 		_, err = r.h.Wait(ctx, Applied)
 		require.NoError(t, err)
 	})
+}
+
+type budgetWaiterResult struct {
+	h   *WriteHandle[struct{}]
+	err error
+}
+
+// startBudgetWaiter starts a coordinator with channels x and y, each of
+// queueCapacity slots, and a byte budget of 10, of which x (paused) holds 8,
+// and a writer of 8 bytes to y; it returns once that writer waits for bytes.
+// The writer's result arrives on waiting.
+func startBudgetWaiter(t *testing.T, queueCapacity int) (c *regSizedCoordinator, x, y *Channel[regSizedWrite, struct{}], waiting <-chan budgetWaiterResult) {
+	cfg := testConfig()
+	cfg.Channels = []string{"x", "y"}
+	cfg.QueueCapacity = queueCapacity
+	cfg.MaxBytes = 10
+	c = newRegSized(t, cfg, newRegFlusher())
+	x, y = c.Channel("x"), c.Channel("y")
+	c.Start()
+	x.Pause()
+	_, err := x.Write(t.Context(), regSW("holds-bytes", 8))
+	require.NoError(t, err)
+	result := make(chan budgetWaiterResult, 1)
+	go func() {
+		h, err := y.Write(t.Context(), regSW("waits-for-bytes", 8))
+		result <- budgetWaiterResult{h, err}
+	}()
+	synctest.Wait()
+	return c, x, y, result
 }
 
 func channelStats(t testing.TB, s Stats, name string) ChannelStats {
@@ -434,27 +442,10 @@ func TestWaitHeapAgainstASortedList(t *testing.T) {
 // never got: once everything is written, the budget is back at zero.
 func TestStopRefusesBudgetWaitersWithoutReleasingTheirBytes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newRegFlusher()
-		cfg := testConfig()
-		cfg.Channels = []string{"x", "y"}
-		cfg.MaxBytes = 10
-		c := newRegSized(t, cfg, f)
-		x, y := c.Channel("x"), c.Channel("y")
-		c.Start()
-		ctx := t.Context()
-
-		x.Pause()
-		_, err := x.Write(ctx, regSW("holds-bytes", 8))
-		require.NoError(t, err)
-		refused := make(chan error, 1)
-		go func() {
-			_, err := y.Write(ctx, regSW("waits-for-bytes", 8))
-			refused <- err
-		}()
-		synctest.Wait()
+		c, _, _, refused := startBudgetWaiter(t, 100)
 		require.Equal(t, int64(8), c.Stats().BudgetBytes)
-		require.NoError(t, c.Stop(ctx))
-		require.ErrorIs(t, <-refused, ErrClosed)
+		require.NoError(t, c.Stop(t.Context()))
+		require.ErrorIs(t, (<-refused).err, ErrClosed)
 		require.Zero(t, c.Stats().BudgetBytes, "budget after Stop")
 	})
 }
