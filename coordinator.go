@@ -288,7 +288,13 @@ type Flusher[F, S any] interface {
 // sync, measured 0.96× at 256 writers and 0.97× at 4,096, within the
 // rounds' spread). When a sync satisfies every waiter, as group commit
 // does, they are unlisted at once instead of popped one by one from both
-// heaps (1.08× at 4,096 writers, 1.03× at 256).
+// heaps (1.08× at 4,096 writers, 1.03× at 256). The waiters then moved from
+// two container/heap heaps (a min-heap and a max-heap, each with its index
+// in every waiter) to one array of (epoch, waiter) kept as a min-heap, the
+// largest epoch kept as a value: the coordinator lists each waiter it
+// moves off a handle in epoch order, which the max-heap sifted to its root
+// every time, and at 4,096 writers listing and raising fell from 11–12% of
+// the CPU profile to 4% (watermark).
 //
 // Rejected designs: a Go channel per input merged with reflect.Select
 // (slow, and costs a lock per write on the consumer side where swapping a
