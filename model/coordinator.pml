@@ -1,8 +1,8 @@
 /*
  * coordinator.pml -- a Promela model of the group-commit pipeline of
  * github.com/groupcommit/coordinator, as coordinator_loop.go,
- * flusher_loop.go, pipeline.go, watermarks.go, pausable.go and view.go
- * implement it.  See README.md in this directory
+ * flusher_loop.go, pipeline.go, watermarks.go, pausable.go, view.go and
+ * handle.go implement it.  See README.md in this directory
  * for the mapping of every variable and process to the Go code, the
  * properties, the bounds and what is abstracted away.
  *
@@ -10,7 +10,10 @@
  * Options: -DNW=2|3 writers/channels, -DMPF=1|2 (MaxPendingFlushes),
  *          -DFS=n (FlushSize, in writes), -DQCAP=n (QueueCapacity),
  *          -DFLUSH (a Flush caller), -DPAUSE, -DFAIL, -DSTOP, -DTIMER,
- *          -DIDLE=n (idleRoundsToDelist).
+ *          -DIDLE=n (idleRoundsToDelist), -DGATHER=n (at most n rounds
+ *          of gathering before a freeze for a waiter; 0: no bound),
+ *          -DPARKED (a waiting writer always parked on its handle before
+ *          its write is applied; see completeAt).
  * Negative variants (the defects that were fixed; checks that MUST fail):
  *          -DOLD_SYNC    the flusher syncs only once written >= the highest
  *                        epoch demanded, or when the flush queue is empty;
@@ -31,7 +34,7 @@
 #define QCAP 1          /* Config.QueueCapacity, in slots */
 #endif
 #ifndef IDLE
-#define IDLE 1          /* idleRoundsToDelist (3 in the code) */
+#define IDLE 1          /* idleRoundsToDelist (16 in the code; see README, Bounds) */
 #endif
 #if defined(SAFE) || defined(COALESCE)
 #define C_G (FS > 2 ? FS : 2)      /* G: exact adjacency, gaps stay > 1 */
@@ -57,6 +60,26 @@
 #endif
 #define NSLOT (NW+NF)   /* waiter slots: one per writer, one per Flush caller */
 
+#ifndef GATHER
+#define GATHER 2        /* rounds of gathering at most (0: no bound) */
+#endif
+/*
+ * pipeline.returning: the flusher adds the waiters a pass woke (wk), a turn
+ * takes off the writes it applied.  With GATHER 1 it is never read (the
+ * loop ends after its first round), so it is not kept.
+ */
+#if GATHER != 1
+#define WOKEN(k)         wk = wk + (k)
+#define EXPECT_RETURNING ret = ret + wk; wk = 0; assert(ret < 16)
+#define RETURNED(k)      if :: ret > 0 -> ret = (ret > (k) -> ret - (k) : 0) :: else fi
+#define RETURNING        ret
+#else
+#define WOKEN(k)         skip
+#define EXPECT_RETURNING skip
+#define RETURNED(k)      skip
+#define RETURNING        1
+#endif
+
 /* levels */
 #define L_APP 1
 #define L_WR  2
@@ -67,6 +90,14 @@
 #define W_LISTED 1      /* in the watermark's heap: it is demand */
 #define W_SIG    2      /* popped and signalled by advance or fail */
 #define W_GONE   3      /* removed by the waiter itself: ctx done */
+#define W_POP    4      /* unlisted by raise; its signal (wakeList.wake) not sent yet */
+
+/* a writer's waiter on its write handle (completion.waiters, then set);
+ * once completeAt moved it to the watermark it is back to H_NONE, listed
+ * there (wst, wlev, wep) like a waiter waitLevel listed */
+#define H_NONE   0      /* not parked on the handle */
+#define H_PARKED 1      /* on the handle's list */
+#define H_SIG    2      /* completeAt signalled it (error, epoch reached, or failed) */
 
 /* freeze reasons (FlushReason) */
 #define R_SIZE     1
@@ -94,6 +125,7 @@ byte ask[NSLOT];        /* ghost: the level of the request in progress */
 
 /* explicit sync requests: pipeline.syncReq, pipeline.syncDone */
 byte syncReq, syncDone;
+byte ret;               /* pipeline.returning */
 byte fsn[NFA];          /* the syncN each Flush(Durable) registered */
 byte sst[NFA];          /* its wait on syncDone: W_* */
 
@@ -137,6 +169,7 @@ bit  act[NW];        /* on Coordinator.active */
 byte idle[NW];          /* queue.idleRounds */
 bit  chClosed[NW];      /* queue.closedErr != nil */
 byte hep[NW];           /* WriteHandle.epoch of the write being waited for */
+byte hpk[NW];           /* the writer's waiter on that handle: H_* */
 bit  herr[NW];          /* the handle completed with an error (dropped) */
 
 /* Flush requests (c.ctrl) */
@@ -234,14 +267,35 @@ inline demand() {
 #define NFOFFER1
 #endif
 
-/* watermark.advance: pop and signal every waiter of level l at or below v */
-inline wakeLevel(l, v) {
+/*
+ * watermark.raise (the flusher's): unlist every waiter of level l at or
+ * below v, counting them in pw; wakePopped signals them later, after the
+ * locks are released.
+ */
+inline raiseLevel(l, v) {
   for (c_i : 0 .. NSLOT-1) {
     if
-    :: wst[c_i] == W_LISTED && wlev[c_i] == l && wep[c_i] <= v -> wst[c_i] = W_SIG
+    :: wst[c_i] == W_LISTED && wlev[c_i] == l && wep[c_i] <= v -> wst[c_i] = W_POP; pw++
     :: else
     fi
   }
+}
+/* wakeList.wake: one signal at a time, in any order */
+inline wakePopped() {
+  do
+  :: atomic { wst[0] == W_POP -> wst[0] = W_SIG }
+  :: atomic { wst[1] == W_POP -> wst[1] = W_SIG }
+#if NSLOT > 2
+  :: atomic { wst[2] == W_POP -> wst[2] = W_SIG }
+#endif
+#if NSLOT > 3
+  :: atomic { wst[3] == W_POP -> wst[3] = W_SIG }
+#endif
+#if NSLOT > 4
+  :: atomic { wst[4] == W_POP -> wst[4] = W_SIG }
+#endif
+  :: else -> break
+  od
 }
 /* watermark.fail: pop and signal every waiter of level l */
 inline failLevel(l) {
@@ -348,6 +402,40 @@ inline announce() {
 
 /* ------------------------------------------------------ waiting (any goroutine) */
 
+/* OLD_DEMAND: the old waitLevel raised the sticky demand, then woke or kicked */
+inline oldDemand(s, lvl) {
+#ifdef OLD_DEMAND
+  if
+  :: MARK(lvl) < wep[s] ->
+     if :: wep[s] > wantW -> wantW = wep[s]; WAKEC :: else fi;
+     if :: lvl == L_DUR && wep[s] > wantD -> wantD = wep[s]; kick = 1 :: else fi
+  :: else
+  fi
+#else
+  skip
+#endif
+}
+/*
+ * watermark.list's listing of goroutine s for level lvl at wep[s] (not
+ * reached, not failed), then (after m.mu.Unlock) the parked hook:
+ * writtenWaiter / durableWaiter.
+ */
+inline listBody(s, lvl) {
+  wlev[s] = lvl; wst[s] = W_LISTED;
+  printf("MSC: goroutine %d waits for level %d at epoch %d\n", s, lvl, wep[s]);
+#ifdef BOUNDS
+  if :: s == 0 -> fd0 = 0 :: else fi;
+#endif
+  if :: lvl == L_DUR -> COUNTREQ :: else fi;
+#ifndef OLD_DEMAND
+  if
+  :: lvl == L_DUR && wep[s] <= written -> kick = 1
+  :: else -> if :: busyN == 0 && !syncing -> WAKEC :: else fi
+  fi
+#else
+  skip
+#endif
+}
 /*
  * pipeline.waitLevel + watermark.wait for level lvl (Written or Durable)
  * at the epoch in wep[s], by goroutine s.  waitListBody is the check and
@@ -357,31 +445,10 @@ inline announce() {
  * otherwise the request ended (satisfied or failed) and ask[s] is cleared.
  */
 inline waitListBody(s, lvl) {
-#ifdef OLD_DEMAND
-  /* the old waitLevel raised the sticky demand, then woke or kicked */
-  if
-  :: MARK(lvl) < wep[s] ->
-     if :: wep[s] > wantW -> wantW = wep[s]; WAKEC :: else fi;
-     if :: lvl == L_DUR && wep[s] > wantD -> wantD = wep[s]; kick = 1 :: else fi
-  :: else
-  fi;
-#endif
+  oldDemand(s, lvl);
   if
   :: MARK(lvl) >= wep[s] || MERR(lvl) -> wep[s] = 0; ask[s] = 0; compress()
-  :: else ->
-     wlev[s] = lvl; wst[s] = W_LISTED; lw = 1;
-     printf("MSC: goroutine %d waits for level %d at epoch %d\n", s, lvl, wep[s]);
-#ifdef BOUNDS
-     if :: s == 0 -> fd0 = 0 :: else fi;
-#endif
-     if :: lvl == L_DUR -> COUNTREQ :: else fi;
-#ifndef OLD_DEMAND
-     /* then (after m.mu.Unlock) the parked hook: writtenWaiter / durableWaiter */
-     if
-     :: lvl == L_DUR && wep[s] <= written -> kick = 1
-     :: else -> if :: busyN == 0 && !syncing -> WAKEC :: else fi
-     fi
-#endif
+  :: else -> listBody(s, lvl); lw = 1
   fi
 }
 /* the waiter's result: satisfied if the watermark reached its epoch */
@@ -447,6 +514,41 @@ inline freeze(r) {
 }
 
 /*
+ * completion.completeAt for writer q's handle, in endTurn (under the
+ * completion's lock): a waiter parked on it for Written or Durable moves to
+ * that watermark (watermark.list, then its parked hook), unless the epoch
+ * is reached or the watermark failed: then it is signalled.
+ *
+ * H_PARKED also stands for a writer that has not yet looked at its handle
+ * (between Write's return and completion.wait's done check: it behaves as
+ * a parked one, even when its ctx ends).  So completeAt may also leave it
+ * off the watermark, as if it had not parked: it then finds the handle done
+ * and waitLevel lists it, in its own later step (H_SIG, handleDone), the
+ * path of every wait before the write is applied.  -DPARKED leaves that
+ * path out (the writer always parked first); then the turn is one d_step.
+ */
+#ifdef PARKED
+#define TSTEP d_step
+#define NOTPARKED false
+#else
+#define TSTEP atomic    /* a nondeterministic choice: not in a d_step */
+#define NOTPARKED true
+#endif
+inline completeAt(q) {
+  if
+  :: hpk[q] == H_PARKED && pend[q] == 0 ->
+     wep[q] = hep[q];
+     if
+     :: MARK(ask[q]) >= wep[q] || MERR(ask[q]) || NOTPARKED -> wep[q] = 0; hpk[q] = H_SIG
+     :: MARK(ask[q]) < wep[q] && !MERR(ask[q]) ->                /* moved */
+        oldDemand(q, ask[q]);
+        hep[q] = 0; hpk[q] = H_NONE; listBody(q, ask[q])
+     fi
+  :: else
+  fi
+}
+
+/*
  * Coordinator.turn + applyOps + endTurn on channel q (inside a d_step: the
  * applyMu and q.mu sections and the coordinator-owned delta), then the
  * first half of freeze(FlushSize) if the delta is full.  Sets n (slots
@@ -478,8 +580,12 @@ inline turnBody(q, ign) {
         :: else -> break
         od;
         applied = next - 1;                 /* applied.advance */
-        /* complete the handles, release the slots */
-        pend[q] = pend[q] - n; used[q] = used[q] - n;
+        /* complete the handles (WriteHandle.complete), release the slots */
+        pend[q] = pend[q] - n;
+        completeAt(q);
+        used[q] = used[q] - n;
+        /* pipeline.returned: the writes applied are off returning */
+        RETURNED(n);
         if :: ign -> moved = 1 :: else fi;
         compress();
         printf("MSC: channel %d applied through %d\n", q, applied);
@@ -496,12 +602,12 @@ inline turnBody(q, ign) {
  * sends a job the turn froze on a full flushQ, and does the second half
  * of delist: re-check depth, stay listed or leave the active list.
  */
-inline roundBody(q) {
+inline roundBody(q, wv) {
   if
   :: act[q] ->
      turnBody(q, 0);
      if
-     :: n > 0 -> worked = 1; idle[q] = 0
+     :: n > 0 -> wv = 1; idle[q] = 0
      :: n == 0 && paused[q] -> idle[q] = IDLE
      :: n == 0 && !paused[q] && DEPTH(q) == 0 -> idle[q]++
      :: else
@@ -522,10 +628,66 @@ inline delist2(q) {
   :: else
   fi
 }
-/* Coordinator.freezeOnDemand: only when busy == 0, so never with a job waiting in dispatch */
-inline freezeOnDemandBody() {
+/*
+ * Coordinator.freezeOnDemand: the check (demandReady, not failed) at the
+ * end of the round's last step sets gat; then gather().  Only when busy ==
+ * 0, so never with a job waiting in dispatch.
+ */
+inline freezeOnDemandCheck() {
   demand();
-  if :: DEMAND_READY && !failedFlag -> freezeBody(R_WAIT) :: else fi
+  gat = (DEMAND_READY && !failedFlag)
+}
+#if NW > 2
+#define LASTCH 2
+#else
+#define LASTCH 1
+#endif
+/* ready.take */
+#define TAKE_READY for (c_i : 0 .. NW-1) { if :: rdy[c_i] -> act[c_i] = 1; rdy[c_i] = 0 :: else fi }
+/* the end of a round of gatherReturning: stop if it applied nothing or returning is 0 */
+inline gatherEnd() {
+  ge = (!gw || RETURNING == 0);
+  gw = 0;
+  if :: GATHER > 0 -> gn++; if :: gn >= GATHER -> ge = 1 :: else fi :: else fi
+}
+/*
+ * Coordinator.gatherReturning, then freeze(FlushWait) if demandReady still
+ * holds.  Each iteration: runtime.Gosched (the step boundary: every other
+ * goroutine may move), a round (its steps as in the loop, applied writes
+ * noted in gw, not in worked), then the stop condition: the round applied
+ * nothing, or returning is 0 (read after the round's send on flushQ), or
+ * the time bound (the last sync's duration, any iteration may be the
+ * last).  The first iteration is unconditional.
+ */
+inline gather() {
+  do
+  :: TSTEP {
+       delist2(LASTCH);                 /* (the second half of the last delist) */
+       if
+       :: failedFlag -> ge = 1          /* for !c.p.isFailed() */
+       :: else -> TAKE_READY; roundBody(0, gw)
+       fi
+     }
+     if :: ge -> ge = 0; break :: else fi;
+     dispatch();
+#if NW > 2
+     TSTEP { delist2(0); roundBody(1, gw) }
+     dispatch();
+     TSTEP { delist2(1); roundBody(2, gw); if :: !pd -> gatherEnd() :: else fi }
+#else
+     TSTEP { delist2(0); roundBody(1, gw); if :: !pd -> gatherEnd() :: else fi }
+#endif
+     if
+     :: pd -> atomic { qlen < MPF -> qs[qlen] = cjs; ql[qlen] = cjl; qlen++; cjs = 0; cjl = 0; timerFired = 0; pd = 0; compress(); gatherEnd() }
+     :: else
+     fi;
+     if
+     :: ge -> ge = 0; break
+     :: else -> if :: break :: skip fi      /* the time bound */
+     fi
+  od;
+  gn = 0;
+  d_step { delist2(LASTCH); demand(); if :: DEMAND_READY -> freezeBody(R_WAIT) :: else fi }
 }
 /*
  * The end of an iteration of loop: continue if worked; otherwise announce
@@ -546,7 +708,6 @@ inline sleepDecide() {
   fi
 }
 
-#define TAKE_READY for (c_i : 0 .. NW-1) { if :: rdy[c_i] -> act[c_i] = 1; rdy[c_i] = 0 :: else fi }
 
 /*
  * Coordinator.drain, channel q: apply the slots accepted when it began
@@ -567,7 +728,7 @@ inline drainRest(q, ign) {
   dispatch();
   do
   :: rem > 0 ->
-     d_step {
+     TSTEP {
        turnBody(q, ign);
        if :: n == 0 -> rem = 0 :: else -> rem = (rem > n -> rem - n : 0) fi;
        n = 0
@@ -578,7 +739,7 @@ inline drainRest(q, ign) {
 }
 /* drain: ready.take (unless ign), then every channel */
 inline drain(ign) {
-  d_step { if :: !ign -> TAKE_READY :: else fi; drainFirst(0, ign) }
+  TSTEP { if :: !ign -> TAKE_READY :: else fi; drainFirst(0, ign) }
   drainRest(0, ign);
   atomic { drainFirst(1, ign) }       /* (atomic: a jump target) */
   drainRest(1, ign);
@@ -617,7 +778,8 @@ inline dropAllBody() {
     chClosed[c_i] = 1;
     if
     :: DEPTH(c_i) > 0 -> pend[c_i] = pend[c_i] - DEPTH(c_i); herr[c_i] = 1;
-       items[c_i] = 0; held[c_i] = 0
+       items[c_i] = 0; held[c_i] = 0;
+       if :: hpk[c_i] == H_PARKED && pend[c_i] == 0 -> hpk[c_i] = H_SIG :: else fi  /* complete(): no move */
     :: else
     fi
   }
@@ -633,8 +795,8 @@ inline dropAllIfFailed() {
 }
 
 proctype Coordinator() {
-  byte rem, n, hw;
-  bit worked, tk, isfull, moved, dl, sa, pd;
+  byte rem, n, hw, gn;
+  bit worked, tk, isfull, moved, dl, sa, pd, gat, gw, ge;
 loop:
 #ifdef TIMER
   if
@@ -642,25 +804,23 @@ loop:
   :: else
   fi;
   if :: timerFired -> freeze(R_INTERVAL) :: else fi;
-  d_step { TAKE_READY; roundBody(0) }                  /* round: ready.take, channel 0 */
+  TSTEP { TAKE_READY; roundBody(0, worked) }          /* round: ready.take, channel 0 */
 #else
   if
   :: failedFlag -> goto failedloop
-  :: d_step { !failedFlag -> TAKE_READY; roundBody(0) }   /* round: ready.take, channel 0 */
+  :: TSTEP { !failedFlag -> TAKE_READY; roundBody(0, worked) }   /* round: ready.take, channel 0 */
   fi;
 #endif
   dispatch();
 #if NW > 2
-  d_step { delist2(0); roundBody(1) }
+  TSTEP { delist2(0); roundBody(1, worked) }
   dispatch();
-  d_step { delist2(1); roundBody(2); freezeOnDemandBody() }
-  dispatch();
-#define LASTCH 2
+  TSTEP { delist2(1); roundBody(2, worked); freezeOnDemandCheck() }
 #else
-  d_step { delist2(0); roundBody(1); freezeOnDemandBody() }
-  dispatch();
-#define LASTCH 1
+  TSTEP { delist2(0); roundBody(1, worked); freezeOnDemandCheck() }
 #endif
+  dispatch();
+  if :: gat -> gat = 0; gather() :: else fi;     /* freezeOnDemand: gather, then freeze */
   /* attn > 0: serve a Flush or Stop between turns; else continue or sleep */
   atomic {
     delist2(LASTCH);
@@ -737,7 +897,12 @@ inline dequeue() {
   compress()
 }
 
-/* Coordinator.flushDelta */
+/*
+ * Coordinator.flushDelta: hub.written's step raises written and unlists
+ * the waiters it satisfies (pw); after the hub lock, their signals
+ * (satisfied.wake), then the deferred busy.Add(-1).  With nobody unlisted,
+ * the busy.Add(-1) joins the first step (nothing happens in between).
+ */
 inline flushDelta() {
   atomic {
     if
@@ -760,7 +925,7 @@ inline flushDelta() {
              written = fjl;          /* ... then the watermark (invariant 3) */
              printf("MSC: flusher wrote [%d,%d]: written=%d\n", fjs, fjl, written);
              assert(vWritten >= written && written >= durable);
-             wakeLevel(L_WR, written)
+             raiseLevel(L_WR, written)
           :: else
           fi
        :: CANFAIL ->                 /* FlushDelta failed for good: hub.fail */
@@ -768,9 +933,15 @@ inline flushDelta() {
           printf("MSC: FlushDelta fails\n")
        fi
     fi;
-    if :: !fl -> busyN--; fjs = 0; fjl = 0 :: else fi;   /* the deferred busy.Add(-1) */
+    if :: !fl && pw == 0 -> busyN--; fjs = 0; fjl = 0 :: else fi;   /* the deferred busy.Add(-1) */
     compress()
   }
+  if
+  :: pw > 0 ->
+     wakePopped();
+     atomic { WOKEN(pw); pw = 0; busyN--; fjs = 0; fjl = 0; compress() }
+  :: else
+  fi;
 #ifdef FAIL
   if :: fl -> fl = 0; announce(); atomic { busyN--; fjs = 0; fjl = 0 } :: else fi
 #endif
@@ -780,8 +951,11 @@ inline flushDelta() {
  * Coordinator.sync.  syncStart (the busy.Add(busySync) and the loads of
  * syncReq and written) runs inside the step that decided to sync;
  * syncEnd is FlushStorage's return: the durable watermark and syncDone
- * advance (hub.unlessFailed), busySync is released, and the flusher wakes
- * the coordinator if busy is 0.
+ * advance (hub.unlessFailed; the durable raise unlists the waiters it
+ * satisfies, pw), then, after the hub lock, their signals; then the
+ * deferred busySync release, and after sync, expectReturning (returning
+ * += the waiters this pass woke, wk) and the wake-up of the coordinator if
+ * busy is 0: one step (with the raise, if nobody was unlisted).
  */
 inline syncStart() {
   syncing = 1;
@@ -795,6 +969,11 @@ inline syncStart() {
   assert(nsync <= nreq);             /* coalescing */
 #endif
 }
+inline syncFinish() {
+  syncing = 0; syncW = 0; syncR = 0;
+  WOKEN(pw); pw = 0; EXPECT_RETURNING;
+  if :: busyN == 0 -> WAKEC :: else fi
+}
 inline syncEnd() {
   atomic {
     if
@@ -804,27 +983,28 @@ inline syncEnd() {
           assert(!failedFlag && syncW >= durable);
           durable = syncW;
           assert(written >= durable);
-          wakeLevel(L_DUR, durable);
+          raiseLevel(L_DUR, durable);
           if :: syncR > syncDone -> syncDone = syncR; wakeSync() :: else fi
        :: else
        fi
     :: CANFAIL -> nfail++; failRec = 1; vFailed = 1; fl = 1;
        printf("MSC: FlushStorage fails\n")
     fi;
-    if :: !fl -> syncing = 0; syncW = 0; syncR = 0; if :: busyN == 0 -> WAKEC :: else fi :: else fi;
+    if :: !fl && pw == 0 -> syncFinish() :: else fi;
     compress()
   }
+  if :: pw > 0 -> wakePopped(); atomic { syncFinish(); compress() } :: else fi;
 #ifdef FAIL
   if
   :: fl -> fl = 0; announce();
-     atomic { syncing = 0; syncW = 0; syncR = 0; if :: busyN == 0 -> WAKEC :: else fi }
+     atomic { syncFinish() }
   :: else
   fi
 #endif
 }
 
 proctype Flusher() {
-  byte n;
+  byte n, wk, pw;
   bit fl, ds;
 endtop:
   if
@@ -849,7 +1029,9 @@ endtop:
     fi;
     if
     :: ds -> syncStart()
-    :: else -> if :: busyN == 0 && !syncing -> WAKEC :: else fi   /* busy == 0: wakeCoordinator */
+    :: else ->
+       EXPECT_RETURNING;
+       if :: busyN == 0 && !syncing -> WAKEC :: else fi   /* busy == 0: wakeCoordinator */
     fi
   }
   if :: ds -> ds = 0; syncEnd() :: else fi;   /* ends with the same wake-up */
@@ -862,6 +1044,17 @@ final:
 }
 
 /* ------------------------------------------------------------------ the users */
+
+/* the handle is complete (pend 0): its error, or waitLevel at its epoch */
+inline handleDone(w, lv) {
+  wep[w] = hep[w]; hep[w] = 0;
+  if
+  :: herr[w] -> wep[w] = 0; ask[w] = 0; compress()     /* dropped: error */
+  :: else ->
+     assert(applied >= wep[w]);                         /* Applied before the handle */
+     waitListBody(w, lv)
+  fi
+}
 
 /*
  * A writer goroutine on its own channel w: writes nw times (0: forever),
@@ -894,23 +1087,30 @@ proctype Writer(byte w; byte nw; byte waits; bit imp; byte far) {
           if :: items[w] == 1 && !paused[w] -> readyAdd(w) :: else fi;
           if :: nw > 0 -> left-- :: else fi;
           lv = ask[w];
+          if :: lv != 0 -> hpk[w] = H_PARKED :: else fi;   /* (see completeAt) */
           WAKEC                     /* after q.mu.Unlock: wakeCoordinator */
         }
      fi;
      if
      :: lv != 0 ->
-        /* WriteHandle.Wait: the handle first, then the watermark */
-        atomic {
-          pend[w] == 0 ->
-          wep[w] = hep[w]; hep[w] = 0;
-          if
-          :: herr[w] -> wep[w] = 0; ask[w] = 0; compress()     /* dropped: error */
-          :: else ->
-             assert(applied >= wep[w]);                         /* Applied before the handle */
-             waitListBody(w, lv)
-          fi
-        }
-        waitRest(w, lv, imp);
+        /*
+         * WriteHandle.Wait: completion.wait with then set (no yields
+         * first), parked on the handle (hpk, set by the write's step), or
+         * at the watermark (wst), where completeAt may have moved it; then
+         * waitLevel.
+         */
+        do
+        :: atomic { hpk[w] == H_SIG -> hpk[w] = H_NONE; handleDone(w, lv); lw = 0 }
+        :: atomic {                   /* ctx done, still on the handle: removeLocked */
+             imp && hpk[w] == H_PARKED -> hpk[w] = H_NONE; ask[w] = 0;
+             printf("MSC: goroutine %d gives up\n", w)
+           }
+        :: atomic { wst[w] == W_SIG -> printf("MSC: goroutine %d returns\n", w); waitResult(w, lv) }
+        :: atomic {                   /* ctx done: watermark.unlist (W_POP: settle) */
+             imp && wst[w] == W_LISTED -> printf("MSC: goroutine %d gives up\n", w); waitResult(w, lv)
+           }
+        :: ask[w] == 0 -> break
+        od;
         lv = 0
      :: else
      fi
