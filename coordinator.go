@@ -612,6 +612,10 @@ func (c *Coordinator[W, R, FV, DV, S]) Flush(ctx context.Context, level Durabili
 	if !level.valid() {
 		return 0, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
 	}
+	if err := ctx.Err(); err != nil {
+		// Given up already: a request now would be served for nobody.
+		return 0, fmt.Errorf("coordinator: flush: %w", err)
+	}
 	var syncN uint64
 	if level == Durable {
 		// Register the sync request now, so that any sync that starts from

@@ -80,6 +80,9 @@ func (c *completion) wait(ctx context.Context, then *watermark) error {
 	if c.done() {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return err // given up already: not listed, so never moved to then
+	}
 	w := getWaiter()
 	w.then = then
 	c.mu.Lock()

@@ -414,6 +414,14 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 	if m.v.Load() >= e {
 		return nil
 	}
+	if ctx.Err() != nil {
+		// Given up already: listing would only ask for a freeze or a
+		// sync that nobody waits for.
+		if err := m.failure(); err != nil {
+			return &epochError{level, e, err}
+		}
+		return gaveUp(ctx, level, e)
+	}
 	w := getWaiter()
 	if !m.list(w, e) {
 		putWaiter(w)
@@ -427,10 +435,14 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 		if m.v.Load() >= e {
 			return nil
 		}
-		return fmt.Errorf("coordinator: waiting for epoch %d to become %v: %w", e, level, ctx.Err())
+		return gaveUp(ctx, level, e)
 	}
 	putWaiter(w)
 	return m.result(level, e)
+}
+
+func gaveUp(ctx context.Context, level Durability, e uint64) error {
+	return fmt.Errorf("coordinator: waiting for epoch %d to become %v: %w", e, level, ctx.Err())
 }
 
 // list lists w as waiting for e and reports true, or reports false
@@ -470,10 +482,14 @@ func (m *watermark) result(level Durability, e uint64) error {
 	if m.v.Load() >= e {
 		return nil
 	}
+	return &epochError{level, e, m.failure()}
+}
+
+// failure returns the error the watermark failed with, nil if it did not.
+func (m *watermark) failure() error {
 	m.mu.Lock()
-	err := m.err
-	m.mu.Unlock()
-	return &epochError{level, e, err}
+	defer m.mu.Unlock()
+	return m.err
 }
 
 // Watermarks is a snapshot of the three progress markers, a plain value.

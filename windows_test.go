@@ -449,3 +449,41 @@ func TestStopRefusesBudgetWaitersWithoutReleasingTheirBytes(t *testing.T) {
 		require.Zero(t, c.Stats().BudgetBytes, "budget after Stop")
 	})
 }
+
+// A wait whose context has already ended asks for nothing: it is never
+// listed, so it neither wakes the coordinator for a freeze nor the flusher
+// for a sync, and reports the context's error.
+func TestWaitAlreadyGivenUpAsksForNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
+		ch := c.Channel(defaultChannel)
+		var listed []string
+		for _, level := range []Durability{Written, Durable} {
+			mark := c.p.marks.get(level)
+			demand := mark.parked
+			mark.parked = func(e uint64) {
+				listed = append(listed, fmt.Sprintf("%v@%d", level, e))
+				demand(e)
+			}
+		}
+		c.Start()
+		h, err := ch.Write(t.Context(), w("k", 1, 1))
+		require.NoError(t, err)
+		_, err = h.Wait(t.Context(), Applied)
+		require.NoError(t, err)
+
+		ended, cancel := context.WithCancel(t.Context())
+		cancel()
+		for _, level := range []Durability{Written, Durable} {
+			_, err := h.Wait(ended, level)
+			require.ErrorIs(t, err, context.Canceled, "Wait(%v)", level)
+			_, err = c.Flush(ended, level)
+			require.ErrorIs(t, err, context.Canceled, "Flush(%v)", level)
+		}
+		synctest.Wait()
+		require.Empty(t, listed, "waits listed as demand")
+		require.Zero(t, c.Stats().Flushes.Total(), "freezes")
+		require.Zero(t, c.p.syncReq.Load(), "sync requests")
+		require.Equal(t, Watermarks{Applied: 1}, c.Watermarks())
+	})
+}
