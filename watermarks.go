@@ -341,7 +341,7 @@ func (m *watermark) raise(e uint64) wakeList {
 	var l wakeList
 	m.mu.Lock()
 	v := m.v.Load()
-	if m.trackMax && len(m.waiters) > 0 && m.most <= v {
+	if m.trackMax && m.most <= v { // most is 0 with nobody listed
 		// Every waiter is satisfied, as when a sync serves a whole
 		// group: take them all at once rather than popping them one by
 		// one.
