@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -486,4 +487,23 @@ func TestWaitAlreadyGivenUpAsksForNothing(t *testing.T) {
 		require.Zero(t, c.p.syncReq.Load(), "sync requests")
 		require.Equal(t, Watermarks{Applied: 1}, c.Watermarks())
 	})
+}
+
+// A waiter is not listed for an epoch the watermark has reached, nor on a
+// failed watermark: nothing would raise the watermark to that epoch again
+// to wake it.
+func TestWatermarkDoesNotListAReachedEpoch(t *testing.T) {
+	var m watermark
+	m.raise(5)
+	w := getWaiter()
+	require.False(t, m.list(w, 5), "epoch 5 at 5")
+	require.False(t, m.list(w, 4), "epoch 4 at 5")
+	require.Zero(t, m.nwait.Load())
+	require.True(t, m.list(w, 6), "epoch 6 at 5")
+	require.Equal(t, int32(1), m.nwait.Load())
+	m.fail(errors.New("disk on fire"))
+	require.Zero(t, m.nwait.Load(), "fail unlists every waiter")
+	w2 := getWaiter()
+	require.False(t, m.list(w2, 7), "on a failed watermark")
+	require.Zero(t, m.nwait.Load())
 }
