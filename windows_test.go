@@ -29,21 +29,20 @@ func TestWindowWriteAsChannelIsDelisted(t *testing.T) {
 		busy, idle := c.Channel("busy"), c.Channel("idle")
 		ctx := t.Context()
 
-		var (
-			late    *WriteHandle[struct{}]
-			lateErr error
-			hooked  int
-			// stillListed: the writer found the channel listed.
-			stillListed bool
-		)
+		type delisted struct {
+			late        *WriteHandle[struct{}]
+			err         error
+			stillListed bool // the writer found the channel listed
+		}
+		hooked := make(chan delisted, 1)
 		// Set before Start, run by the coordinator goroutine.
 		c.delisting = func(name string) {
-			if name != "idle" || hooked > 0 {
+			if name != "idle" || len(hooked) > 0 {
 				return
 			}
-			hooked++
-			stillListed = idle.q.listed.Load()
-			late, lateErr = idle.TryWrite(w("late", 1, 1))
+			d := delisted{stillListed: idle.q.listed.Load()}
+			d.late, d.err = idle.TryWrite(w("late", 1, 1))
+			hooked <- d
 		}
 		c.Start()
 
@@ -53,16 +52,23 @@ func TestWindowWriteAsChannelIsDelisted(t *testing.T) {
 		require.NoError(t, err)
 		// Rounds go on while the other channel is busy; the idle one is
 		// delisted after idleRoundsToDelist of them.
-		for i := 0; hooked == 0 && i < 10*idleRoundsToDelist; i++ {
-			h, err := busy.Write(ctx, w(fmt.Sprint("b", i), 1, 1))
-			require.NoError(t, err)
-			_, err = h.Wait(ctx, Applied)
-			require.NoError(t, err)
+		var d delisted
+		for i := 0; ; i++ {
+			select {
+			case d = <-hooked:
+			default:
+				require.Less(t, i, 10*idleRoundsToDelist, "the idle channel was never delisted while the other one worked")
+				h, err := busy.Write(ctx, w(fmt.Sprint("b", i), 1, 1))
+				require.NoError(t, err)
+				_, err = h.Wait(ctx, Applied)
+				require.NoError(t, err)
+				continue
+			}
+			break
 		}
-		synctest.Wait()
-		require.Equal(t, 1, hooked, "the idle channel was never delisted while the other one worked")
-		require.True(t, stillListed, "the channel is still marked listed when delist begins")
-		require.NoError(t, lateErr)
+		require.True(t, d.stillListed, "the channel is still marked listed when delist begins")
+		require.NoError(t, d.err)
+		late := d.late
 		// A stranded write would wait for the next write to that channel:
 		// a minute of the bubble's clock is long enough to tell.
 		wctx, cancel := context.WithTimeout(ctx, time.Minute)
