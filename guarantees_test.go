@@ -106,11 +106,7 @@ func TestGuaranteeFlushIntervalRestartsAfterEveryFreeze(t *testing.T) {
 // FlushStorage that starts after the Flush was called must complete first.
 func TestGuaranteeFlushDurableWaitsForASyncStartedAfterIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newRegFlusher()
-		block, syncStarted, release := regBlockFirst()
-		f.beforeStorage = block
-		c := regNew(t, testConfig(), f)
-		c.Start()
+		c, f, syncStarted, release := regBlockedFirstSync(t, testConfig())
 		ctx := deadlineCtx(t)
 
 		h := mustTryWrite(t, c, w("a", 1, 1))

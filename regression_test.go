@@ -121,6 +121,18 @@ func regBlockFirst() (hook func(ctx context.Context, n int64) error, started <-c
 	return hook, st, func() { once.Do(func() { close(rel) }) }
 }
 
+// regBlockedFirstSync starts a coordinator with cfg whose first
+// FlushStorage blocks until release is called (or its ctx ends); started
+// is closed when that call begins.
+func regBlockedFirstSync(t testing.TB, cfg Config) (c *testCoordinator, f *regFlusher, started <-chan struct{}, release func()) {
+	t.Helper()
+	f = newRegFlusher()
+	f.beforeStorage, started, release = regBlockFirst()
+	c = regNew(t, cfg, f)
+	c.Start()
+	return c, f, started, release
+}
+
 // regSink keeps regWork from being optimised away.
 var regSink atomic.Uint64
 

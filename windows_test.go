@@ -146,15 +146,11 @@ func channelStats(t testing.TB, s Stats, name string) ChannelStats {
 // serves it costs no second FlushStorage.
 func TestWindowSyncAlwaysSkipsAPassWithNothingWritten(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newRegFlusher()
-		block, syncStarted, release := regBlockFirst()
-		f.beforeStorage = block
 		cfg := testConfig()
 		cfg.Sync = SyncAlways
 		cfg.FlushSize = 1 // every write is frozen at once
-		c := regNew(t, cfg, f)
+		c, f, syncStarted, release := regBlockedFirstSync(t, cfg)
 		ch := c.Channel(defaultChannel)
-		c.Start()
 		ctx := t.Context()
 
 		h, err := ch.Write(ctx, w("k", 1, 1))
@@ -251,12 +247,8 @@ func TestWatermarkBoundsFollowTheListedWaiters(t *testing.T) {
 // turn from then on.
 func TestFlushCallersLeaveNoAttention(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newRegFlusher()
-		block, syncStarted, release := regBlockFirst()
-		f.beforeStorage = block
-		c := regNew(t, testConfig(), f)
+		c, _, syncStarted, release := regBlockedFirstSync(t, testConfig())
 		ch := c.Channel(defaultChannel)
-		c.Start()
 		ctx := t.Context()
 
 		_, err := ch.Write(ctx, w("k", 1, 1))
