@@ -23,6 +23,7 @@ func (c *Coordinator[W, R, FV, DV, S]) run() {
 
 func (c *Coordinator[W, R, FV, DV, S]) loop() {
 	defer c.timer.Stop()
+	spin := false // the last round applied writes; see spinForWork
 	for {
 		if c.p.isFailed() {
 			c.failedLoop()
@@ -32,7 +33,7 @@ func (c *Coordinator[W, R, FV, DV, S]) loop() {
 			c.freeze(FlushInterval)
 		}
 		worked := c.round()
-		c.freezeOnDemand()
+		froze := c.freezeOnDemand()
 		if c.p.attn.Load() != 0 {
 			// A Flush caller or Stop is waiting: serve it between turns
 			// so that writers cannot starve it.
@@ -46,7 +47,16 @@ func (c *Coordinator[W, R, FV, DV, S]) loop() {
 			}
 		}
 		if worked {
+			// The writers waiting for a freeze come back after a sync,
+			// not within microseconds: no spinning for them.
+			spin = !froze
 			continue
+		}
+		if spin {
+			spin = false
+			if !froze && c.spinForWork() {
+				continue
+			}
 		}
 		c.p.sleeping.Store(true)
 		if c.hasWork() || c.p.timerFired.Load() {
@@ -70,6 +80,25 @@ func (c *Coordinator[W, R, FV, DV, S]) loop() {
 	}
 }
 
+// spinForWork is called when a round finds no writes after one that
+// applied some. Writers the last turns completed usually write again
+// within a microsecond or two, often on the same processor: yielding to
+// them a few times before sleeping spares both sides a sleep and a
+// wake-up. It reports whether there is work (or the timer, a Flush or
+// Stop) to serve.
+func (c *Coordinator[W, R, FV, DV, S]) spinForWork() bool {
+	for range idleYields {
+		runtime.Gosched()
+		if c.hasWork() || c.p.timerFired.Load() || c.p.attn.Load() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// idleYields is how many times spinForWork yields.
+const idleYields = 4
+
 // hasWork reports whether an unpaused channel has writes or a waiter's
 // demand can be served now.
 func (c *Coordinator[W, R, FV, DV, S]) hasWork() bool {
@@ -90,18 +119,21 @@ func (c *Coordinator[W, R, FV, DV, S]) budgetStarved() bool {
 	return c.budget != nil && c.liveBytes > 0 && c.budget.isStarved()
 }
 
-func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() {
+// freezeOnDemand freezes the live delta if demandReady, and reports
+// whether it froze.
+func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() bool {
 	if !c.demandReady() || c.p.isFailed() {
-		return
+		return false
 	}
 	if c.budgetStarved() {
 		c.freeze(FlushBudget)
-		return
+		return true
 	}
 	c.gatherReturning()
 	if c.demandReady() { // gathering may have frozen by size
 		c.freeze(FlushWait)
 	}
+	return true
 }
 
 // gatherReturning lets the writers the flusher woke join the group about

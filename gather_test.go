@@ -130,6 +130,7 @@ func TestReturningCountsTheWokenWaiters(t *testing.T) {
 		require.NoError(t, err)
 		_, err = h.Wait(ctx, Applied)
 		require.NoError(t, err)
+		synctest.Wait() // the coordinator counts it after completing the handle
 		require.Equal(t, int64(writers-1), c.p.returning.Load(), "after one of them wrote again")
 	})
 }
