@@ -450,6 +450,75 @@ func benchRoundTripChan(b *testing.B, writers int) {
 	lat.report(b)
 }
 
+// BenchmarkBusy repeats the round trip (wait for Applied) and the durable
+// benchmark while benchBusyGoroutines goroutines that never block run
+// beside the writers, as compactions or queries would in a database. A
+// goroutine that yields the processor (runtime.Gosched) goes behind every
+// one of them, each running up to a 10 ms time slice first; one that
+// blocks and is woken runs next. Wait for the tail.
+func BenchmarkBusy(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		for _, impl := range []string{"coordinator", "chan-ack"} {
+			b.Run(fmt.Sprintf("roundtrip/impl=%s/writers=%d", impl, writers), func(b *testing.B) {
+				b.ReportAllocs()
+				defer benchBusy(benchBusyGoroutines)()
+				switch impl {
+				case "coordinator":
+					benchRoundTripCoordinator(b, Config{}, writers)
+				case "chan-ack":
+					benchRoundTripChan(b, writers)
+				}
+			})
+		}
+	}
+	for _, writers := range []int{16, 256} {
+		for _, impl := range []string{"coordinator", "group-fsync-ideal"} {
+			b.Run(fmt.Sprintf("durable/impl=%s/writers=%d", impl, writers), func(b *testing.B) {
+				b.ReportAllocs()
+				f := benchTempFile(b)
+				lat := newBenchLatencies(writers, b.N)
+				defer benchBusy(benchBusyGoroutines)()
+				var syncs int64
+				switch impl {
+				case "coordinator":
+					syncs = benchDurableCoordinator(b, f, writers, lat)
+				case "group-fsync-ideal":
+					syncs = benchDurableGroup(b, f, writers, lat)
+				}
+				lat.report(b)
+				b.ReportMetric(float64(b.N)/float64(syncs), "writes/sync")
+			})
+		}
+	}
+}
+
+// benchBusyGoroutines is how many goroutines BenchmarkBusy keeps running.
+const benchBusyGoroutines = 4
+
+// benchBusy starts n goroutines that compute until the returned function
+// is called, which stops them and waits for them.
+func benchBusy(n int) (stop func()) {
+	var (
+		quit atomic.Bool
+		wg   sync.WaitGroup
+	)
+	for range n {
+		wg.Go(func() {
+			x := 0
+			for !quit.Load() {
+				for i := range 100_000 {
+					x += i
+				}
+			}
+			_ = x
+		})
+	}
+	return func() {
+		quit.Store(true)
+		wg.Wait()
+	}
+}
+
 // BenchmarkDurable measures group commit: each writer submits a write and
 // waits until it is durable (appended to a file and fsynced, or with
 // -simsync a simulated sync) before the next.

@@ -296,6 +296,25 @@ type Flusher[F, S any] interface {
 // every time, and at 4,096 writers listing and raising fell from 11–12% of
 // the CPU profile to 4% (watermark).
 //
+// Hand-offs without sleeping: after a round that applied writes, and did
+// not freeze for their waiters, the coordinator yields up to four times
+// before it sleeps (spinForWork): writers waiting for Applied write again
+// within microseconds, often on the same processor, and a sleep made each
+// round trip pay a sleep and a wake-up on both sides (one writer: -18%
+// ns/op, p99 -39%, interleaved rounds). A yield is cheap only while
+// nothing else wants the processor: it puts the goroutine behind every
+// runnable one, each running up to a 10 ms time slice, where a goroutine
+// that blocks and is woken runs next. With four goroutines that never
+// block beside one writer (BenchmarkBusy), a round trip to Applied took
+// 34–39 ms, spent in the waiter's yields. So one spell of yields in 16 is timed
+// (the clock costs ~30 ns), and a spell that took more than 1 ms plus
+// 20 µs per write it brought sets pipeline.yieldsSlow: waiters then park
+// at once, the coordinator sleeps without spinning and freezes without
+// gathering, and it probes now and then (1 ms after, then twice as long
+// each time a probe finds yields still slow, up to 1 s) whether they are
+// fast again (probeYields). The same round trip then takes 3.2 µs (a
+// channel hand-off: 2.0 µs).
+//
 // Rejected designs: a Go channel per input merged with reflect.Select
 // (slow, and costs a lock per write on the consumer side where swapping a
 // slice under one lock takes a whole batch); a per-write channel for the
@@ -329,7 +348,20 @@ type Flusher[F, S any] interface {
 // coordinator can freeze the next group while the flusher wakes this one
 // (three rounds, 1 ms simulated sync: 1.00× at 16 writers, 1.02× at 256,
 // 0.98× at 4,096, where groups shrank from 3,928 to 2,845 writes without
-// gaining throughput).
+// gaining throughput); splitting large groups into cohorts on purpose,
+// by waking a group from a goroutine of its own so that the flusher can
+// take the next group at once, and by freezing without gathering when the
+// returning writers would take longer than a sync to come back (two
+// runs, 1 ms simulated sync: 256 / 1,024 / 4,096 writers at 0.63–0.96× /
+// 0.70–1.01× / 0.85–0.99× the throughput of gathering whole groups; between syncs the pipeline is CPU-bound, so overlapping a sync
+// saves less than the smaller groups cost); polling for work before
+// sleeping without yielding (the writer just completed often runs on the
+// coordinator's processor, which the poll holds: a round trip took
+// 2.4–7.7 µs instead of 1.0); and moving a channel's depth counter onto
+// the cache line writers lock, since the coordinator's atomic decrement
+// after applying was the hottest line of a one-writer round trip (no
+// change, p=0.94: the decrement waits for the map insert's stores to
+// drain, not for the line).
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
@@ -375,6 +407,8 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	liveBytes  int64          // byte budget held by writes applied to the live delta
 	rejected   int            // writes Apply rejected in the current turn
 	turnWrites int            // writes of the slots consumed in the current turn
+	probeAt    time.Time      // when probeYields may yield next
+	probeEvery time.Duration  // the wait after probeAt's probe
 
 	// handleDone, if set before Start, is called by the coordinator
 	// goroutine right after it completes each handle of a turn, before the
@@ -392,6 +426,9 @@ type Coordinator[W, R, FV, DV, S any] struct {
 	// the tests make the returning writers' writes there, one yield at a
 	// time. Nil otherwise.
 	gatherYield func()
+	// probeYield, if set before Start, replaces probeYields's yield: the
+	// tests make it take as long as they like. Nil otherwise.
+	probeYield func()
 }
 
 // New creates a coordinator. newDelta creates a delta that continues from a

@@ -86,18 +86,77 @@ func (c *Coordinator[W, R, FV, DV, S]) loop() {
 // them a few times before sleeping spares both sides a sleep and a
 // wake-up. It reports whether there is work (or the timer, a Flush or
 // Stop) to serve.
+//
+// While yields are slow (pipeline.yieldsSlow) it does not spin, but
+// probes them when a probe is due (probeYields).
 func (c *Coordinator[W, R, FV, DV, S]) spinForWork() bool {
+	if c.p.yieldsSlow.Load() {
+		return c.probeYields() || c.workArrived()
+	}
+	timed := timedYields()
+	var start time.Time
+	if timed {
+		start = time.Now()
+	}
 	for range idleYields {
 		runtime.Gosched()
-		if c.hasWork() || c.p.timerFired.Load() || c.p.attn.Load() != 0 {
+		if c.workArrived() {
 			return true
 		}
+	}
+	if timed {
+		c.p.sawYields(start, 0) // they brought no write
 	}
 	return false
 }
 
-// idleYields is how many times spinForWork yields.
-const idleYields = 4
+// probeYields finds out, once a probe is due, whether yields are still
+// slow: it yields once, applies what the yield brought and clears
+// yieldsSlow unless the yield was slow (slowYield). The first probe comes
+// minProbe after the coordinator first finds yields slow, each further one
+// twice as long after the last, up to maxProbe: a probe that finds yields
+// slow costs the coordinator a time slice of each busy goroutine. It
+// reports whether it applied writes.
+func (c *Coordinator[W, R, FV, DV, S]) probeYields() bool {
+	start := time.Now()
+	if c.probeEvery == 0 {
+		c.probeEvery, c.probeAt = minProbe, start.Add(minProbe)
+		return false
+	}
+	if start.Before(c.probeAt) {
+		return false
+	}
+	before := c.next
+	if c.probeYield == nil {
+		runtime.Gosched()
+	} else {
+		c.probeYield()
+	}
+	c.round()
+	if !slowYield(time.Since(start), c.next-before) {
+		c.p.yieldsSlow.Store(false)
+		c.probeEvery = 0
+	} else {
+		c.probeEvery = min(2*c.probeEvery, maxProbe)
+		c.probeAt = time.Now().Add(c.probeEvery)
+	}
+	return c.next != before
+}
+
+// workArrived reports whether the loop has something to serve.
+func (c *Coordinator[W, R, FV, DV, S]) workArrived() bool {
+	return c.hasWork() || c.p.timerFired.Load() || c.p.attn.Load() != 0
+}
+
+const (
+	// idleYields is how many times spinForWork yields.
+	idleYields = 4
+	// minProbe and maxProbe bound the time between two probes of
+	// probeYields. A probe that finds yields slow costs the coordinator a
+	// time slice of each busy goroutine.
+	minProbe = time.Millisecond
+	maxProbe = time.Second
+)
 
 // hasWork reports whether an unpaused channel has writes or a waiter's
 // demand can be served now.
@@ -160,17 +219,29 @@ func (c *Coordinator[W, R, FV, DV, S]) freezeOnDemand() bool {
 // (many writers, or a fast disk), the pipeline does better to sync what it
 // has and let the work of the rest overlap that sync.
 func (c *Coordinator[W, R, FV, DV, S]) gatherReturning() {
+	if c.p.yieldsSlow.Load() {
+		// Each yield would cost a time slice of every busy goroutine;
+		// now and then, find out whether that is still so.
+		if c.probeYields(); c.p.yieldsSlow.Load() {
+			return
+		}
+	}
 	budget := time.Duration(c.p.lastSync.Load())
 	start := time.Now()
 	for !c.p.isFailed() {
-		before := c.next
+		before, yielded := c.next, time.Now()
 		if c.gatherYield == nil {
 			runtime.Gosched()
 		} else {
 			c.gatherYield()
 		}
 		c.round()
-		if c.next == before || c.p.returning.Load() == 0 || time.Since(start) >= budget {
+		now := time.Now()
+		if slowYield(now.Sub(yielded), c.next-before) {
+			c.p.yieldsSlow.Store(true)
+			return
+		}
+		if c.next == before || c.p.returning.Load() == 0 || now.Sub(start) >= budget {
 			return
 		}
 	}

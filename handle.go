@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // spinYields is how many times a waiter yields before it parks.
@@ -64,18 +65,30 @@ func (c *completion) done() bool { return c.flags.Load()&completionDone != 0 }
 // a waiter still parked when the write is applied moves on to wait at then
 // (see completeAt); the caller's wait at then is over at once unless ctx
 // ended.
-func (c *completion) wait(ctx context.Context, then *watermark) error {
+func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) error {
 	// The coordinator usually completes a handle within a microsecond of
 	// the write being queued; yielding a few times first is cheaper than
-	// parking and being woken. Not so for a wait that goes on to a later
+	// parking and being woken, unless yields are slow (see
+	// pipeline.yieldsSlow). Not so for a wait that goes on to a later
 	// level: it parks once either way, and its yields would only take turns
 	// from the goroutines the group waits for.
-	spin := spinYields
-	if then != nil {
-		spin = 0
-	}
-	for i := 0; i < spin && !c.done(); i++ {
-		runtime.Gosched()
+	if then == nil && !c.done() {
+		if spin := p.spinYields(); spin > 0 {
+			timed := timedYields()
+			var (
+				start   time.Time
+				applied uint64
+			)
+			if timed {
+				start, applied = time.Now(), p.marks.applied.Load()
+			}
+			for i := 0; i < spin && !c.done(); i++ {
+				runtime.Gosched()
+			}
+			if timed {
+				p.sawYields(start, p.marks.applied.Load()-applied)
+			}
+		}
 	}
 	if c.done() {
 		return nil
@@ -151,7 +164,7 @@ type WriteHandle[R any] struct {
 // [*ApplyError]. If the write was never applied (the coordinator failed or
 // stopped first) the epoch is 0 and the error says why.
 func (h *WriteHandle[R]) Epoch(ctx context.Context) (uint64, error) {
-	if err := h.done.wait(ctx, nil); err != nil {
+	if err := h.done.wait(ctx, nil, h.p); err != nil {
 		return 0, fmt.Errorf("coordinator: waiting for epoch: %w", err)
 	}
 	return h.epoch, h.err
@@ -176,7 +189,7 @@ func (h *WriteHandle[R]) Wait(ctx context.Context, level Durability) (R, error) 
 	if level > Applied {
 		then = h.p.marks.get(level)
 	}
-	if err := h.done.wait(ctx, then); err != nil {
+	if err := h.done.wait(ctx, then, h.p); err != nil {
 		return zero, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
 	}
 	if h.err != nil {
@@ -231,7 +244,7 @@ type BatchHandle[R any] struct {
 
 // Epochs waits until the batch is applied and returns its epoch range.
 func (h *BatchHandle[R]) Epochs(ctx context.Context) (EpochRange, error) {
-	if err := h.done.wait(ctx, nil); err != nil {
+	if err := h.done.wait(ctx, nil, h.p); err != nil {
 		return EpochRange{}, fmt.Errorf("coordinator: waiting for epochs: %w", err)
 	}
 	return h.epochs, h.err
@@ -246,7 +259,7 @@ func (h *BatchHandle[R]) Wait(ctx context.Context, level Durability) ([]Result[R
 	if !level.valid() {
 		return nil, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
 	}
-	if err := h.done.wait(ctx, nil); err != nil {
+	if err := h.done.wait(ctx, nil, h.p); err != nil {
 		return nil, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
 	}
 	if h.err != nil {

@@ -9,8 +9,10 @@ package coordinator
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // pipeline is the part of the coordinator's state that does not depend on
@@ -46,6 +48,15 @@ type pipeline struct {
 	// it saves. Set by the flusher.
 	lastSync atomic.Int64
 
+	// yieldsSlow is set while yielding the processor has been seen to
+	// take long: other goroutines (CPU-bound ones, say) want it, and a
+	// yield puts the yielder behind every one of them, each running up to
+	// a time slice first, where a goroutine that blocks and is woken runs
+	// next. Waiters then park at once, and the coordinator neither spins
+	// before sleeping nor gathers before freezing. Set by whoever times a
+	// slow yield; cleared by the coordinator (see Coordinator.probeYields).
+	yieldsSlow atomic.Bool
+
 	sleeping atomic.Bool // the coordinator goroutine is about to block
 	// attn counts Flush callers about to hand over a request, plus a large
 	// constant once Stop began. While it is 0 the coordinator sleeps on wake
@@ -63,6 +74,51 @@ type pipeline struct {
 }
 
 const busySync = 1 << 32 // added to pipeline.busy while FlushStorage runs
+
+// spinYields returns how many times a waiter on a write handle yields
+// before it parks: spinYields, or 0 while yields are slow.
+func (p *pipeline) spinYields() int {
+	if p.yieldsSlow.Load() {
+		return 0
+	}
+	return spinYields
+}
+
+// timedYields reports whether a goroutine about to yield should time its
+// yields, to find out whether they have become slow: one in
+// yieldSampleRate, so that the clock costs little.
+func timedYields() bool { return rand.Uint32()%yieldSampleRate == 0 }
+
+// sawYields records that a goroutine's spell of yields, begun at start,
+// brought writes writes (applied meanwhile, or found queued).
+func (p *pipeline) sawYields(start time.Time, writes uint64) {
+	if slowYield(time.Since(start), writes) {
+		p.yieldsSlow.Store(true)
+	}
+}
+
+// slowYield reports whether yields (and any rounds between them) that took
+// d and brought writes writes were slow: they took longer than slowYields
+// plus yieldPerWrite per write, so they went to goroutines other than the
+// writers.
+func slowYield(d time.Duration, writes uint64) bool {
+	return d > slowYields+time.Duration(writes)*yieldPerWrite
+}
+
+const (
+	// slowYields is how long yields that bring no write may take before
+	// they count as slow. Yielding to writers that each run a few
+	// microseconds costs far less; one time slice of a goroutine that never
+	// blocks costs far more (10 ms).
+	slowYields = time.Millisecond
+	// yieldPerWrite is what a write may add to the time of yields before
+	// they count as slow: far more than a writer's work, so that however
+	// many writers run meanwhile, only yields that also ran something else
+	// count.
+	yieldPerWrite = 20 * time.Microsecond
+	// yieldSampleRate: one spell of yields in this many is timed.
+	yieldSampleRate = 16
+)
 
 func (p *pipeline) wakeCoordinator() {
 	if p.sleeping.Load() && p.sleeping.CompareAndSwap(true, false) {

@@ -657,9 +657,14 @@ inline gatherEnd() {
  * noted in gw, not in worked), then the stop condition: the round applied
  * nothing, or returning is 0 (read after the round's send on flushQ), or
  * the time bound (the last sync's duration, any iteration may be the
- * last).  The first iteration is unconditional.
+ * last).  The first iteration is unconditional, unless yields are slow
+ * (pipeline.yieldsSlow): then there is none, or one (a probe, whose slow
+ * yield ends the gathering like the time bound).
  */
 inline gather() {
+  if
+  :: skip                               /* yields slow: no gathering */
+  :: skip ->
   do
   :: TSTEP {
        delist2(LASTCH);                 /* (the second half of the last delist) */
@@ -683,9 +688,10 @@ inline gather() {
      fi;
      if
      :: ge -> ge = 0; break
-     :: else -> if :: break :: skip fi      /* the time bound */
+     :: else -> if :: break :: skip fi      /* the time bound, or a slow yield */
      fi
-  od;
+  od
+  fi;
   gn = 0;
   d_step { delist2(LASTCH); demand(); if :: DEMAND_READY -> freezeBody(R_WAIT) :: else fi }
 }
