@@ -83,7 +83,11 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 				start, applied = time.Now(), p.marks.applied.Load()
 			}
 			for i := 0; i < spin && !c.done(); i++ {
-				runtime.Gosched()
+				if p.spinYield == nil {
+					runtime.Gosched()
+				} else {
+					p.spinYield()
+				}
 			}
 			if timed {
 				p.sawYields(start, p.marks.applied.Load()-applied)

@@ -56,6 +56,10 @@ type pipeline struct {
 	// before sleeping nor gathers before freezing. Set by whoever times a
 	// slow yield; cleared by the coordinator (see Coordinator.probeYields).
 	yieldsSlow atomic.Bool
+	// spinYield, if set before Start, replaces the yields of a waiter on
+	// a write handle: the tests make them take as long as they like. Nil
+	// otherwise.
+	spinYield func()
 
 	sleeping atomic.Bool // the coordinator goroutine is about to block
 	// attn counts Flush callers about to hand over a request, plus a large

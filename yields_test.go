@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -130,5 +131,54 @@ func TestGatherProbesSlowYields(t *testing.T) {
 		time.Sleep(minProbe)
 		require.Equal(t, 3, r.gather(), "after a probe that found yields fast")
 		require.False(t, r.c.p.yieldsSlow.Load())
+	})
+}
+
+// A waiter on a write handle times some of its spells of yields (one in
+// yieldSampleRate); one that took longer than slowYields makes yields slow
+// for everyone, and the next waits park without yielding.
+func TestWaiterFindsYieldsSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCoordinator(t, testConfig(), testContext{}, newTestFlusher())
+		yields := 0
+		c.p.spinYield = func() {
+			yields++
+			time.Sleep(slowYields / spinYields) // a spell of spinYields: just past slowYields
+			time.Sleep(time.Nanosecond)
+		}
+		ch := c.Channel(defaultChannel)
+		c.Start()
+		ctx := t.Context()
+		// (3/4)^200: the chance that no spell is timed is below 1e-24.
+		for i := 0; i < 200 && !c.p.yieldsSlow.Load(); i++ {
+			ch.Pause()
+			h, err := ch.Write(ctx, w(fmt.Sprint("k", i), 1, 1))
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() {
+				_, err := h.Wait(ctx, Applied)
+				done <- err
+			}()
+			time.Sleep(2 * slowYields) // its yields take fake time
+			synctest.Wait()            // it yielded spinYields times, then parked
+			require.Equal(t, spinYields*(i+1), yields, "yields of wait %d", i)
+			ch.Resume()
+			require.NoError(t, <-done)
+		}
+		require.True(t, c.p.yieldsSlow.Load(), "yields slow after a timed slow spell")
+		before := yields
+		ch.Pause()
+		h, err := ch.Write(ctx, w("last", 1, 1))
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() {
+			_, err := h.Wait(ctx, Applied)
+			done <- err
+		}()
+		time.Sleep(2 * slowYields)
+		synctest.Wait()
+		require.Equal(t, before, yields, "a wait while yields are slow parks without yielding")
+		ch.Resume()
+		require.NoError(t, <-done)
 	})
 }
