@@ -492,6 +492,59 @@ func BenchmarkBusy(b *testing.B) {
 	}
 }
 
+// BenchmarkDurableContext is the coordinator's side of BenchmarkDurable
+// with the writers' context varied: context.Background, one cancelable
+// context shared by every writer (as from signal.NotifyContext), or one
+// per writer (as a server's per-request contexts). A wait that parks with
+// a cancelable context registers a callback on it (context.AfterFunc),
+// which allocates, and on a shared context contends for its lock.
+//
+//	go test -run '^$' -bench DurableContext -simsync=1ms .
+func BenchmarkDurableContext(b *testing.B) {
+	for _, writers := range []int{1, 256, 4096} {
+		for _, kind := range []string{"background", "shared-cancel", "own-cancel"} {
+			b.Run(fmt.Sprintf("writers=%d/ctx=%s", writers, kind), func(b *testing.B) {
+				b.ReportAllocs()
+				fl := &benchFlusher{f: benchTempFile(b)}
+				c := newBenchCoordinator(b, Config{}, fl)
+				defer benchStop(b, c)
+				ctxs := make([]context.Context, writers)
+				shared, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				for id := range ctxs {
+					switch kind {
+					case "background":
+						ctxs[id] = context.Background()
+					case "shared-cancel":
+						ctxs[id] = shared
+					case "own-cancel":
+						var cancelOwn context.CancelFunc
+						ctxs[id], cancelOwn = context.WithCancel(shared)
+						defer cancelOwn()
+					}
+				}
+				ch := c.Channel(defaultChannel)
+				b.ResetTimer()
+				benchRun(writers, b.N, func(id, count int) {
+					ctx := ctxs[id]
+					for i := range count {
+						h, err := ch.Write(ctx, benchWriteOf(id, i))
+						if err == nil {
+							_, err = h.Wait(ctx, Durable)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/float64(fl.syncs.Load()), "writes/sync")
+			})
+		}
+	}
+}
+
 // benchBusyGoroutines is how many goroutines BenchmarkBusy keeps running.
 const benchBusyGoroutines = 4
 
