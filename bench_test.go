@@ -405,17 +405,27 @@ func benchRoundTripCoordinator(b *testing.B, cfg Config, writers int) {
 	c := newBenchCoordinator(b, cfg, &benchFlusher{})
 	defer benchStop(b, c)
 	lat := newBenchLatencies(writers, b.N)
-	benchWriteAndWait(b, c, writers, Applied, lat)
+	benchWriteAndWait(b, c, benchBackground(writers), Applied, lat)
 	lat.report(b)
 }
 
-// benchWriteAndWait has writers share b.N writes, each written and then
-// waited for at level, recording each write's latency in lat.
-func benchWriteAndWait(b *testing.B, c *benchCoordinator, writers int, level Durability, lat benchLatencies) {
-	ctx := context.Background()
+// benchBackground returns a context.Background for each of writers.
+func benchBackground(writers int) []context.Context {
+	ctxs := make([]context.Context, writers)
+	for id := range ctxs {
+		ctxs[id] = context.Background()
+	}
+	return ctxs
+}
+
+// benchWriteAndWait has one writer per context of ctxs share b.N writes,
+// each written and then waited for at level with the writer's context,
+// recording each write's latency in lat.
+func benchWriteAndWait(b *testing.B, c *benchCoordinator, ctxs []context.Context, level Durability, lat benchLatencies) {
 	ch := c.Channel(defaultChannel)
 	b.ResetTimer()
-	benchRun(writers, b.N, func(id, count int) {
+	benchRun(len(ctxs), b.N, func(id, count int) {
+		ctx := ctxs[id]
 		for i := range count {
 			start := time.Now()
 			h, err := ch.Write(ctx, benchWriteOf(id, i))
@@ -474,19 +484,8 @@ func BenchmarkBusy(b *testing.B) {
 	for _, writers := range []int{16, 256} {
 		for _, impl := range []string{"coordinator", "group-fsync-ideal"} {
 			b.Run(fmt.Sprintf("durable/impl=%s/writers=%d", impl, writers), func(b *testing.B) {
-				b.ReportAllocs()
-				f := benchTempFile(b)
-				lat := newBenchLatencies(writers, b.N)
 				defer benchBusy(benchBusyGoroutines)()
-				var syncs int64
-				switch impl {
-				case "coordinator":
-					syncs = benchDurableCoordinator(b, f, writers, lat)
-				case "group-fsync-ideal":
-					syncs = benchDurableGroup(b, f, writers, lat)
-				}
-				lat.report(b)
-				b.ReportMetric(float64(b.N)/float64(syncs), "writes/sync")
+				benchDurable(b, impl, benchBackground(writers))
 			})
 		}
 	}
@@ -504,10 +503,6 @@ func BenchmarkDurableContext(b *testing.B) {
 	for _, writers := range []int{1, 256, 4096} {
 		for _, kind := range []string{"background", "shared-cancel", "own-cancel"} {
 			b.Run(fmt.Sprintf("writers=%d/ctx=%s", writers, kind), func(b *testing.B) {
-				b.ReportAllocs()
-				fl := &benchFlusher{f: benchTempFile(b)}
-				c := newBenchCoordinator(b, Config{}, fl)
-				defer benchStop(b, c)
 				ctxs := make([]context.Context, writers)
 				shared, cancel := context.WithCancel(context.Background())
 				defer cancel()
@@ -523,23 +518,7 @@ func BenchmarkDurableContext(b *testing.B) {
 						defer cancelOwn()
 					}
 				}
-				ch := c.Channel(defaultChannel)
-				b.ResetTimer()
-				benchRun(writers, b.N, func(id, count int) {
-					ctx := ctxs[id]
-					for i := range count {
-						h, err := ch.Write(ctx, benchWriteOf(id, i))
-						if err == nil {
-							_, err = h.Wait(ctx, Durable)
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-				b.StopTimer()
-				b.ReportMetric(float64(b.N)/float64(fl.syncs.Load()), "writes/sync")
+				benchDurable(b, "coordinator", ctxs)
 			})
 		}
 	}
@@ -589,33 +568,41 @@ func BenchmarkDurable(b *testing.B) {
 				continue
 			}
 			b.Run(fmt.Sprintf("writers=%d/impl=%s", writers, impl), func(b *testing.B) {
-				b.ReportAllocs()
-				f := benchTempFile(b)
-				var syncs int64
-				lat := newBenchLatencies(writers, b.N)
-				switch impl {
-				case "coordinator":
-					syncs = benchDurableCoordinator(b, f, writers, lat)
-				case "group-fsync-ideal":
-					syncs = benchDurableGroup(b, f, writers, lat)
-				case "naive-fsync":
-					syncs = benchDurableNaive(b, f, writers, lat)
-				}
-				lat.report(b)
-				if syncs > 0 {
-					b.ReportMetric(float64(b.N)/float64(syncs), "writes/sync")
-				}
+				benchDurable(b, impl, benchBackground(writers))
 			})
 		}
 	}
 }
 
+// benchDurable runs one durable benchmark of impl with a writer per
+// context of ctxs (only the coordinator's writers use them) and reports
+// latencies and writes per sync.
+func benchDurable(b *testing.B, impl string, ctxs []context.Context) {
+	b.ReportAllocs()
+	f := benchTempFile(b)
+	writers := len(ctxs)
+	var syncs int64
+	lat := newBenchLatencies(writers, b.N)
+	switch impl {
+	case "coordinator":
+		syncs = benchDurableCoordinator(b, f, ctxs, lat)
+	case "group-fsync-ideal":
+		syncs = benchDurableGroup(b, f, writers, lat)
+	case "naive-fsync":
+		syncs = benchDurableNaive(b, f, writers, lat)
+	}
+	lat.report(b)
+	if syncs > 0 {
+		b.ReportMetric(float64(b.N)/float64(syncs), "writes/sync")
+	}
+}
+
 // benchDurableCoordinator returns the number of fsyncs made while timing.
-func benchDurableCoordinator(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
+func benchDurableCoordinator(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies) int64 {
 	fl := &benchFlusher{f: f}
 	c := newBenchCoordinator(b, Config{}, fl)
 	defer benchStop(b, c)
-	benchWriteAndWait(b, c, writers, Durable, lat)
+	benchWriteAndWait(b, c, ctxs, Durable, lat)
 	return fl.syncs.Load()
 }
 
