@@ -127,11 +127,7 @@ func (c *Coordinator[W, R, FV, DV, S]) probeYields() bool {
 		return false
 	}
 	before := c.next
-	if c.probeYield == nil {
-		runtime.Gosched()
-	} else {
-		c.probeYield()
-	}
+	yield(c.probeYield)
 	c.round()
 	if !slowYield(time.Since(start), c.next-before) {
 		c.p.yieldsSlow.Store(false)
@@ -230,18 +226,12 @@ func (c *Coordinator[W, R, FV, DV, S]) gatherReturning() {
 	start := time.Now()
 	for !c.p.isFailed() {
 		before, yielded := c.next, time.Now()
-		if c.gatherYield == nil {
-			runtime.Gosched()
-		} else {
-			c.gatherYield()
-		}
+		yield(c.gatherYield)
 		c.round()
-		now := time.Now()
-		if slowYield(now.Sub(yielded), c.next-before) {
-			c.p.yieldsSlow.Store(true)
+		if c.p.sawYields(yielded, c.next-before) {
 			return
 		}
-		if c.next == before || c.p.returning.Load() == 0 || now.Sub(start) >= budget {
+		if c.next == before || c.p.returning.Load() == 0 || time.Since(start) >= budget {
 			return
 		}
 	}

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,11 +82,7 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 				start, applied = time.Now(), p.marks.applied.Load()
 			}
 			for i := 0; i < spin && !c.done(); i++ {
-				if p.spinYield == nil {
-					runtime.Gosched()
-				} else {
-					p.spinYield()
-				}
+				yield(p.spinYield)
 			}
 			if timed {
 				p.sawYields(start, p.marks.applied.Load()-applied)

@@ -10,6 +10,7 @@ package coordinator
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,10 +95,22 @@ func (p *pipeline) spinYields() int {
 func timedYields() bool { return rand.Uint32()%yieldSampleRate == 0 }
 
 // sawYields records that a goroutine's spell of yields, begun at start,
-// brought writes writes (applied meanwhile, or found queued).
-func (p *pipeline) sawYields(start time.Time, writes uint64) {
-	if slowYield(time.Since(start), writes) {
-		p.yieldsSlow.Store(true)
+// brought writes writes (applied meanwhile, or found queued), and reports
+// whether it found them slow.
+func (p *pipeline) sawYields(start time.Time, writes uint64) bool {
+	if !slowYield(time.Since(start), writes) {
+		return false
+	}
+	p.yieldsSlow.Store(true)
+	return true
+}
+
+// yield yields the processor, or calls hook instead if a test set one.
+func yield(hook func()) {
+	if hook == nil {
+		runtime.Gosched()
+	} else {
+		hook()
 	}
 }
 
