@@ -306,7 +306,7 @@ type Flusher[F, S any] interface {
 // runnable one, each running up to a 10 ms time slice, where a goroutine
 // that blocks and is woken runs next. With four goroutines that never
 // block beside one writer (BenchmarkBusy), a round trip to Applied took
-// 34–39 ms, spent in the waiter's yields. So one spell of yields in 4 is
+// 35–40 ms, spent in the waiter's yields. So one spell of yields in 4 is
 // timed (the clock costs ~30 ns), and a spell that took more than 1 ms plus
 // 20 µs per write it brought sets pipeline.yieldsSlow: waiters then park
 // at once, the coordinator sleeps without spinning and freezes without
@@ -355,8 +355,9 @@ type Flusher[F, S any] interface {
 // take the next group at once, and by freezing without gathering when the
 // returning writers would take longer than a sync to come back (two
 // runs, 1 ms simulated sync: 256 / 1,024 / 4,096 writers at 0.63–0.96× /
-// 0.70–1.01× / 0.85–0.99× the throughput of gathering whole groups; between syncs the pipeline is CPU-bound, so overlapping a sync
-// saves less than the smaller groups cost); polling for work before
+// 0.70–1.01× / 0.85–0.99× the throughput of gathering whole groups;
+// between syncs the pipeline is CPU-bound, so overlapping a sync saves
+// less than the smaller groups cost); polling for work before
 // sleeping without yielding (the writer just completed often runs on the
 // coordinator's processor, which the poll holds: a round trip took
 // 2.4–7.7 µs instead of 1.0); and moving a channel's depth counter onto
