@@ -445,6 +445,10 @@ type Coordinator[W, R, FV, DV, S any] struct {
 // New validates cfg and returns an error describing every invalid field.
 // The coordinator does nothing until [Coordinator.Start]; writes may be
 // queued before.
+//
+// In tests with [testing/synctest], create the coordinator in the bubble
+// whose goroutines use it: its goroutines and its callers wake each other
+// through channels, and a channel belongs to the bubble it was made in.
 func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 	cfg Config, newDelta func(C) D, initial C, snapshot S, flusher Flusher[F, S],
 ) (*Coordinator[W, R, FV, DV, S], error) {
@@ -461,6 +465,9 @@ func New[D Delta[W, R, C, F, FV, DV], W, R, C, F, FV, DV, S any](
 		kick:   make(chan struct{}, 1),
 		failed: make(chan struct{}),
 		lazy:   cfg.DisableFlushOnWait,
+	}
+	for _, m := range []*watermark{&p.marks.applied, &p.marks.written, &p.marks.durable, &p.syncDone} {
+		m.pool = &p.waiters
 	}
 	p.marks.written.parked = p.writtenWaiter
 	p.marks.durable.parked = p.durableWaiter

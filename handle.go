@@ -95,7 +95,7 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 	if err := ctx.Err(); err != nil {
 		return err // given up already: not listed, so never moved to then
 	}
-	w := getWaiter()
+	w := p.waiters.get()
 	w.then = then
 	c.mu.Lock()
 	w.next = c.waiters
@@ -106,12 +106,12 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 		// guarantees nobody will signal it.
 		c.removeLocked(w)
 		c.mu.Unlock()
-		putWaiter(w)
+		p.waiters.put(w)
 		return nil
 	}
 	c.mu.Unlock()
 	if w.park(ctx) {
-		putWaiter(w)
+		p.waiters.put(w)
 		return nil
 	}
 	c.mu.Lock()
@@ -122,7 +122,7 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 		// then (or then's advance or fail took it): its signal is coming.
 		w.settle()
 	}
-	putWaiter(w)
+	p.waiters.put(w)
 	if c.done() {
 		return nil
 	}

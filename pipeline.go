@@ -26,6 +26,8 @@ type pipeline struct {
 	marks    levels
 	syncReq  atomic.Uint64 // number of explicit sync requests made
 	syncDone watermark     // number of explicit sync requests served
+	// waiters recycles the waiters of the watermarks and the handles.
+	waiters waiterPool
 
 	// frozenThrough is the last epoch handed to the flusher. Written by
 	// the coordinator goroutine.

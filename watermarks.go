@@ -55,15 +55,22 @@ func (r EpochRange) Last() uint64 { return r.End - 1 }
 // String formats the range as "[start, end)".
 func (r EpochRange) String() string { return fmt.Sprintf("[%d, %d)", r.Start, r.End) }
 
-// waiter is a parked goroutine. Waiters come from a pool so that waiting
-// allocates nothing in the steady state. They park on a sync.Cond rather
-// than a channel: a channel belongs to the synctest bubble it was made in,
-// so a pooled channel could cross bubbles, while a Cond belongs to none and
-// a goroutine waiting on it counts as durably blocked inside a bubble.
+// waiter is a parked goroutine. It blocks on a channel of its own, so that
+// a wait with a context is one select: no registration with the context
+// (context.AfterFunc allocates, and takes the parent context's lock, which
+// thousands of writers sharing one context contend on).
+//
+// Waiters are recycled per coordinator (see waiterPool), never
+// process-wide: a channel belongs to the synctest bubble it was made in,
+// and a coordinator and the goroutines using it live in one bubble (its
+// own channels already do), so a recycled waiter never reaches another.
+//
+// A waiter is signalled at most once per listing, and its channel is empty
+// whenever it is recycled: a wait that ends without the signal either
+// unlists the waiter (no signal will come) or finds it taken off the list
+// and receives the signal that is coming (settle).
 type waiter struct {
-	mu    sync.Mutex
-	cond  sync.Cond // L is &mu
-	fired bool      // protected by mu: signal was called
+	ready chan struct{} // buffer of 1: the signal
 
 	epoch  uint64  // the epoch awaited
 	listed bool    // in a watermark's waiters; protected by that watermark's mu
@@ -71,74 +78,58 @@ type waiter struct {
 	// then is the watermark a waiter on a write handle moves to when the
 	// write is applied, instead of waking (see completion.completeAt).
 	then *watermark
-	// noReuse is set when a context.AfterFunc callback may still touch the
-	// waiter; it then never goes back to the pool, so a late wake-up cannot
-	// reach a goroutine of another synctest bubble (or any other user).
-	noReuse bool
 }
 
-var waiterPool = sync.Pool{New: func() any {
-	w := &waiter{}
-	w.cond.L = &w.mu
-	return w
-}}
+// waiterPool recycles the waiters of one coordinator, so that waiting
+// allocates nothing in the steady state. The nil pool recycles nothing.
+type waiterPool struct{ pool sync.Pool }
 
-func getWaiter() *waiter { return waiterPool.Get().(*waiter) }
-
-// putWaiter returns w to the pool. Only call it once w can no longer be
-// signalled.
-func putWaiter(w *waiter) {
-	if w.noReuse {
-		return
+func (wp *waiterPool) get() *waiter {
+	if wp != nil {
+		if w, _ := wp.pool.Get().(*waiter); w != nil {
+			return w
+		}
 	}
-	w.next, w.then, w.fired = nil, nil, false
-	waiterPool.Put(w)
+	return &waiter{ready: make(chan struct{}, 1)}
 }
 
-// signal wakes the waiter. It never blocks for long.
-func (w *waiter) signal() {
-	w.mu.Lock()
-	w.fired = true
-	w.mu.Unlock()
-	w.cond.Signal()
+// put recycles w. Only call it once w can no longer be signalled and its
+// signal, if any, was received.
+func (wp *waiterPool) put(w *waiter) {
+	w.next, w.then = nil, nil
+	if wp != nil {
+		wp.pool.Put(w)
+	}
 }
+
+// signal wakes the waiter. It never blocks: a waiter is signalled at most
+// once per listing.
+func (w *waiter) signal() { w.ready <- struct{}{} }
 
 // park blocks until signal was called or ctx is done, and reports whether
 // it was signalled.
 func (w *waiter) park(ctx context.Context) bool {
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() {
-			// Under mu, so the broadcast cannot fall between the
-			// waiter's check of ctx and its Wait.
-			w.mu.Lock()
-			w.cond.Broadcast()
-			w.mu.Unlock()
-		})
+	done := ctx.Done()
+	if done == nil {
+		<-w.ready
+		return true
 	}
-	w.mu.Lock()
-	for !w.fired && ctx.Err() == nil {
-		w.cond.Wait()
+	select {
+	case <-w.ready:
+		return true
+	case <-done:
+		select { // signalled as well: the wait is served
+		case <-w.ready:
+			return true
+		default:
+			return false
+		}
 	}
-	fired := w.fired
-	w.mu.Unlock()
-	if stop != nil && !stop() {
-		// The callback started (or is about to): it may still lock w
-		// after we return, so w must not be reused.
-		w.noReuse = true
-	}
-	return fired
 }
 
-// settle waits for a signal that is known to be coming (the signaller took
-// w off its list), so that w can be reused safely.
-func (w *waiter) settle() {
-	w.mu.Lock()
-	for !w.fired {
-		w.cond.Wait()
-	}
-	w.mu.Unlock()
-}
+// settle receives a signal that is known to be coming (the signaller took
+// w off its list), so that w can be recycled safely.
+func (w *waiter) settle() { <-w.ready }
 
 // waitEntry is a listed waiter with its epoch, kept beside it so that
 // ordering the waiters reads one array rather than every waiter.
@@ -260,6 +251,9 @@ type watermark struct {
 	// published, invariant 3), at that instant rather than by luck. Nil
 	// otherwise.
 	advanced func(e uint64)
+	// pool recycles the waiters; set before the watermark is used. Nil
+	// recycles nothing.
+	pool *waiterPool
 
 	mu      sync.Mutex
 	waiters waitHeap // protected by mu
@@ -422,22 +416,22 @@ func (m *watermark) wait(ctx context.Context, level Durability, e uint64) error 
 		}
 		return gaveUp(ctx, level, e)
 	}
-	w := getWaiter()
+	w := m.pool.get()
 	if !m.list(w, e) {
-		putWaiter(w)
+		m.pool.put(w)
 		return m.result(level, e)
 	}
 	if !w.park(ctx) {
 		if !m.unlist(w) {
 			w.settle() // popped by advance or fail: its signal is coming
 		}
-		putWaiter(w)
+		m.pool.put(w)
 		if m.v.Load() >= e {
 			return nil
 		}
 		return gaveUp(ctx, level, e)
 	}
-	putWaiter(w)
+	m.pool.put(w)
 	return m.result(level, e)
 }
 

@@ -217,7 +217,7 @@ func TestWatermarkBoundsFollowTheListedWaiters(t *testing.T) {
 		require.Equal(t, hi, m.maxWait.Load(), "maxWait %s", what)
 	}
 	for _, e := range []uint64{5, 3, 9, 7, 1, 8} {
-		w := getWaiter()
+		w := m.pool.get()
 		require.True(t, m.list(w, e))
 		ws[e] = w
 	}
@@ -493,7 +493,7 @@ func TestWaitAlreadyGivenUpAsksForNothing(t *testing.T) {
 func TestWatermarkDoesNotListAReachedEpoch(t *testing.T) {
 	var m watermark
 	m.raise(5)
-	w := getWaiter()
+	w := m.pool.get()
 	require.False(t, m.list(w, 5), "epoch 5 at 5")
 	require.False(t, m.list(w, 4), "epoch 4 at 5")
 	require.Zero(t, m.nwait.Load())
@@ -501,7 +501,7 @@ func TestWatermarkDoesNotListAReachedEpoch(t *testing.T) {
 	require.Equal(t, int32(1), m.nwait.Load())
 	m.fail(errors.New("disk on fire"))
 	require.Zero(t, m.nwait.Load(), "fail unlists every waiter")
-	w2 := getWaiter()
+	w2 := m.pool.get()
 	require.False(t, m.list(w2, 7), "on a failed watermark")
 	require.Zero(t, m.nwait.Load())
 }
