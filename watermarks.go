@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -257,6 +259,13 @@ type watermark struct {
 
 	mu      sync.Mutex
 	waiters waitHeap // protected by mu
+	// unsorted is set while waiters, a heap, may not also be sorted by
+	// epoch; protected by mu. Listing in epoch order keeps the array
+	// sorted, and then a raise takes the waiters it satisfies as a prefix
+	// rather than popping them one by one, each pop a sift through the
+	// heap. A listing out of order or a pop clears sortedness until the
+	// heap is empty again.
+	unsorted bool
 	// most is the largest epoch in waiters with trackMax, 0 when it is
 	// empty; protected by mu. A listing can only raise it, and a raise
 	// that unlists waiters leaves it alone unless it unlists them all,
@@ -272,6 +281,9 @@ func (m *watermark) Load() uint64 { return m.v.Load() }
 // pushLocked lists w.
 func (m *watermark) pushLocked(w *waiter) {
 	w.listed = true
+	if n := len(m.waiters); n > 0 && m.waiters[n-1].epoch > w.epoch {
+		m.unsorted = true
+	}
 	m.waiters.push(waitEntry{w.epoch, w})
 	if m.trackMax {
 		m.most = max(m.most, w.epoch)
@@ -281,6 +293,7 @@ func (m *watermark) pushLocked(w *waiter) {
 
 // popLocked unlists the waiter with the smallest epoch.
 func (m *watermark) popLocked() *waiter {
+	m.unsorted = true // the last entry moves to the root
 	w := m.waiters.removeAt(0).w
 	w.listed = false
 	m.nwait.Add(-1)
@@ -289,7 +302,11 @@ func (m *watermark) popLocked() *waiter {
 
 // removeLocked unlists w, which must be listed.
 func (m *watermark) removeLocked(w *waiter) {
-	m.waiters.removeAt(m.waiters.indexOf(w))
+	if i := m.waiters.indexOf(w); m.unsorted {
+		m.waiters.removeAt(i)
+	} else {
+		m.waiters = slices.Delete(m.waiters, i, i+1) // still sorted, so still a heap
+	}
 	w.listed = false
 	m.nwait.Add(-1)
 	if m.trackMax && w.epoch == m.most {
@@ -304,6 +321,7 @@ func (m *watermark) boundsLocked() {
 		lo = m.waiters[0].epoch
 	} else {
 		m.most = 0
+		m.unsorted = false
 	}
 	m.minWait.Store(lo)
 	if m.trackMax {
@@ -342,6 +360,21 @@ func (m *watermark) raise(e uint64) wakeList {
 		l = m.takeAllLocked()
 	}
 	tail := &l.head
+	if !m.unsorted {
+		// The satisfied waiters are a prefix; what is left stays sorted.
+		a := m.waiters
+		k := sort.Search(len(a), func(i int) bool { return a[i].epoch > v })
+		for _, e := range a[:k] {
+			e.w.listed = false
+			*tail = e.w
+			tail = &e.w.next
+		}
+		n := copy(a, a[k:])
+		clear(a[n:])
+		m.waiters = a[:n]
+		m.nwait.Add(int32(-k))
+		l.n += k
+	}
 	for len(m.waiters) > 0 && m.waiters[0].epoch <= v {
 		w := m.popLocked()
 		*tail = w

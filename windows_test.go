@@ -505,3 +505,75 @@ func TestWatermarkDoesNotListAReachedEpoch(t *testing.T) {
 	require.False(t, m.list(w2, 7), "on a failed watermark")
 	require.Zero(t, m.nwait.Load())
 }
+
+// A raise wakes exactly the listed waiters it satisfies, whether they were
+// listed in epoch order (it then takes them as a prefix of the sorted
+// array) or not (it pops them from the heap), and leaves the bounds right.
+// Checked against a reference set over random listings, mostly in order,
+// departures and raises.
+func TestRaiseWakesExactlyTheSatisfiedWaiters(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	sortedRaises := 0
+	for round := range 200 {
+		m := watermark{trackMax: round%2 == 0}
+		listed := map[*waiter]bool{}
+		next := uint64(1)
+		for step := range 200 {
+			switch op := rng.IntN(10); {
+			case op < 6: // list, mostly in epoch order
+				e := next
+				if gap := next - m.Load() - 1; gap > 0 && rng.IntN(8) == 0 {
+					e = m.Load() + 1 + rng.Uint64N(gap) // below the last listed
+				} else {
+					next++
+				}
+				w := m.pool.get()
+				require.True(t, m.list(w, e), "round %d step %d: list %d at %d", round, step, e, m.Load())
+				listed[w] = true
+			case op < 7 && len(listed) > 0: // a waiter gives up
+				for w := range listed {
+					require.True(t, m.unlist(w))
+					delete(listed, w)
+					break
+				}
+			default: // raise
+				v := m.Load() + rng.Uint64N(next-m.Load()+1)
+				if !m.unsorted {
+					sortedRaises++
+				}
+				l := m.raise(v)
+				next = max(next, v+1)
+				var last uint64
+				for w := l.head; w != nil; w = w.next {
+					require.True(t, listed[w], "round %d step %d: woke a waiter that was not listed", round, step)
+					require.LessOrEqual(t, w.epoch, v, "round %d step %d: woke epoch %d at %d", round, step, w.epoch, v)
+					require.False(t, w.listed)
+					if !m.trackMax {
+						require.GreaterOrEqual(t, w.epoch, last, "round %d step %d: woken in epoch order", round, step)
+					}
+					last = w.epoch
+					delete(listed, w)
+				}
+				for w := range listed {
+					require.Greater(t, w.epoch, v, "round %d step %d: epoch %d left listed at %d", round, step, w.epoch, v)
+				}
+			}
+			var lo, hi uint64
+			for w := range listed {
+				if lo == 0 || w.epoch < lo {
+					lo = w.epoch
+				}
+				hi = max(hi, w.epoch)
+			}
+			require.Equal(t, int32(len(listed)), m.nwait.Load(), "round %d step %d: nwait", round, step)
+			if len(listed) == 0 {
+				require.False(t, m.unsorted, "round %d step %d: sorted again once empty", round, step)
+			}
+			require.Equal(t, lo, m.minWait.Load(), "round %d step %d: minWait", round, step)
+			if m.trackMax {
+				require.Equal(t, hi, m.maxWait.Load(), "round %d step %d: maxWait", round, step)
+			}
+		}
+	}
+	require.Greater(t, sortedRaises, 1000, "raises that took a sorted prefix")
+}
