@@ -386,6 +386,16 @@ func TestDurableWaitParkedOnTheHandleMovesToTheWatermark(t *testing.T) {
 	}
 }
 
+// epochMostlyInOrder returns *next and increments it, or, one time in
+// four, an epoch above low that is below *next.
+func epochMostlyInOrder(rng *rand.Rand, next *uint64, low uint64) uint64 {
+	if gap := *next - low - 1; gap > 0 && rng.IntN(4) == 0 {
+		return low + 1 + rng.Uint64N(gap)
+	}
+	*next++
+	return *next - 1
+}
+
 // The waiters' heap against a sorted list: pushes in and out of order,
 // removals of the smallest and of any entry.
 func TestWaitHeapAgainstASortedList(t *testing.T) {
@@ -398,12 +408,7 @@ func TestWaitHeapAgainstASortedList(t *testing.T) {
 		for step := range 300 {
 			switch op := rng.IntN(10); {
 			case op < 5: // push, mostly in epoch order
-				e := next
-				if rng.IntN(4) == 0 {
-					e = 1 + rng.Uint64N(next)
-				} else {
-					next++
-				}
+				e := epochMostlyInOrder(rng, &next, 0)
 				w := &waiter{epoch: e}
 				ws[w] = e
 				h.push(waitEntry{e, w})
@@ -521,12 +526,7 @@ func TestRaiseWakesExactlyTheSatisfiedWaiters(t *testing.T) {
 		for step := range 200 {
 			switch op := rng.IntN(10); {
 			case op < 6: // list, mostly in epoch order
-				e := next
-				if gap := next - m.Load() - 1; gap > 0 && rng.IntN(8) == 0 {
-					e = m.Load() + 1 + rng.Uint64N(gap) // below the last listed
-				} else {
-					next++
-				}
+				e := epochMostlyInOrder(rng, &next, m.Load())
 				w := m.pool.get()
 				require.True(t, m.list(w, e), "round %d step %d: list %d at %d", round, step, e, m.Load())
 				listed[w] = true
