@@ -135,6 +135,56 @@ func benchAppendRecord(buf []byte, w benchWrite) []byte {
 	return append(buf, w.value...)
 }
 
+// benchLogDelta is a Delta that only logs, the work the ideal group commit
+// does: Apply appends the write's record to a buffer, and
+// benchLogFlusher.FlushDelta writes the buffer as it is. benchDelta also
+// indexes its writes in a map, which the ideal does not: comparing the two
+// tells the coordinator's own cost from the delta's. Buffers go back to
+// the pool, the delta's context, once written.
+type benchLogDelta struct {
+	buf  *[]byte
+	bufs *sync.Pool
+}
+
+func newBenchLogDelta(bufs *sync.Pool) *benchLogDelta {
+	buf, _ := bufs.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	return &benchLogDelta{buf: buf, bufs: bufs}
+}
+
+func (d *benchLogDelta) Apply(w benchWrite) (struct{}, error) {
+	*d.buf = benchAppendRecord(*d.buf, w)
+	return struct{}{}, nil
+}
+
+func (d *benchLogDelta) EstimateSize() int { return len(*d.buf) }
+
+func (d *benchLogDelta) Freeze() (*[]byte, struct{}, *sync.Pool) { return d.buf, struct{}{}, d.bufs }
+
+func (d *benchLogDelta) Reader() struct{} { return struct{}{} }
+
+// benchLogFlusher appends the frozen benchLogDeltas' records to f and
+// fsyncs it in FlushStorage.
+type benchLogFlusher struct {
+	f     *os.File
+	bufs  *sync.Pool
+	syncs atomic.Int64
+}
+
+func (f *benchLogFlusher) FlushDelta(_ context.Context, buf *[]byte, _ EpochRange) (struct{}, error) {
+	_, err := f.f.Write(*buf)
+	*buf = (*buf)[:0]
+	f.bufs.Put(buf)
+	return struct{}{}, err
+}
+
+func (f *benchLogFlusher) FlushStorage(context.Context) error {
+	f.syncs.Add(1)
+	return benchSync(f.f)
+}
+
 // benchCoordinator is the coordinator instantiated for the benchmarks.
 type benchCoordinator = Coordinator[benchWrite, struct{}, struct{}, struct{}, struct{}]
 
@@ -561,9 +611,11 @@ func benchBusy(n int) (stop func()) {
 // it runs -count=1 rounds, alternating the order of the implementations,
 // and reports the median of the per-round ratios. naive-fsync syncs once
 // per write whatever the writer count, so it runs only up to 256 writers.
+// coordinator-log is the coordinator with a delta that only logs, as the
+// ideal does (see benchLogDelta).
 func BenchmarkDurable(b *testing.B) {
 	for _, writers := range []int{1, 16, 256, 1024, 4096} {
-		for _, impl := range []string{"coordinator", "group-fsync-ideal", "naive-fsync"} {
+		for _, impl := range []string{"coordinator", "coordinator-log", "group-fsync-ideal", "naive-fsync"} {
 			if impl == "naive-fsync" && writers > 256 {
 				continue
 			}
@@ -586,6 +638,8 @@ func benchDurable(b *testing.B, impl string, ctxs []context.Context) {
 	switch impl {
 	case "coordinator":
 		syncs = benchDurableCoordinator(b, f, ctxs, lat)
+	case "coordinator-log":
+		syncs = benchDurableLog(b, f, ctxs, lat)
 	case "group-fsync-ideal":
 		syncs = benchDurableGroup(b, f, writers, lat)
 	case "naive-fsync":
@@ -601,6 +655,20 @@ func benchDurable(b *testing.B, impl string, ctxs []context.Context) {
 func benchDurableCoordinator(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies) int64 {
 	fl := &benchFlusher{f: f}
 	c := newBenchCoordinator(b, Config{}, fl)
+	defer benchStop(b, c)
+	benchWriteAndWait(b, c, ctxs, Durable, lat)
+	return fl.syncs.Load()
+}
+
+// benchDurableLog is benchDurableCoordinator with benchLogDeltas.
+func benchDurableLog(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies) int64 {
+	bufs := new(sync.Pool)
+	fl := &benchLogFlusher{f: f, bufs: bufs}
+	c, err := New(Config{}, newBenchLogDelta, bufs, struct{}{}, fl)
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	c.Start()
 	defer benchStop(b, c)
 	benchWriteAndWait(b, c, ctxs, Durable, lat)
 	return fl.syncs.Load()

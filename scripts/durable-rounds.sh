@@ -18,7 +18,9 @@
 # throughput new/ideal (ideal ns/op / new ns/op; above 1 is faster than the
 # ideal), p99 new/ideal, and with -b new/old throughput and p99.
 #
-# SIMSYNC passes -simsync (a sleep instead of fsync); CPU passes -test.cpu.
+# SIMSYNC passes -simsync (a sleep instead of fsync); CPU passes -test.cpu;
+# IMPL names the coordinator's implementation in the benchmark (default
+# coordinator; coordinator-log for the delta that only logs).
 # Raw outputs, one benchstat-readable file per side, stay in $OUT (default
 # /tmp/durable-rounds).
 set -euo pipefail
@@ -67,7 +69,7 @@ for r in $(seq "$rounds"); do
     n=${#sides[@]}
     for i in $(seq 0 $((n - 1))); do
       side=${sides[$(((i + r) % n))]}
-      bin=$out/new.test impl=coordinator
+      bin=$out/new.test impl=${IMPL:-coordinator}
       case $side in
       ideal) impl=group-fsync-ideal ;;
       old) bin=$out/old.test ;;
