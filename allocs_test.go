@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -34,22 +35,30 @@ func startCountCoordinator(t *testing.T) *Channel[int, struct{}] {
 }
 
 // allocsPerWrite warms the pools, then returns the allocations of a write
-// to ch and a wait for it at level with waitCtx, one write at a time.
-func allocsPerWrite(t *testing.T, ch *Channel[int, struct{}], level Durability, waitCtx context.Context) float64 {
+// to ch and a wait for it at level with waitCtx, one write at a time. It
+// measures on another goroutine, failing t if that does not finish within
+// testDeadline: waitCtx may have no deadline.
+func allocsPerWrite(t *testing.T, ch *Channel[int, struct{}], level Durability, waitCtx context.Context) (allocs float64) {
 	ctx := deadlineCtx(t)
+	var failed error
 	write := func() {
+		if failed != nil {
+			return
+		}
 		h, err := ch.Write(ctx, 1)
 		if err == nil {
 			_, err = h.Wait(waitCtx, level)
 		}
-		if err != nil {
-			t.Fatal(err)
+		failed = err
+	}
+	within(t, fmt.Sprintf("writes waited for at %v", level), func() {
+		for range 100 {
+			write()
 		}
-	}
-	for range 100 {
-		write()
-	}
-	return testing.AllocsPerRun(1000, write)
+		allocs = testing.AllocsPerRun(1000, write)
+	})
+	require.NoError(t, failed)
+	return allocs
 }
 
 // In the steady state a write costs one allocation, its handle: the
