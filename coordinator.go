@@ -390,10 +390,16 @@ type Flusher[F, S any] interface {
 // 3,001–3,079 against 1,908–1,912 / 2,217–2,231). With one processor
 // and 4,096 writers, a CPU profile finds the processor idle 20% of the
 // time with whole groups (during the sync, when every writer waits for
-// it) and the ideal's 4%; cohorts could fill that time, yet they were no
-// faster, so they must cost about as much more per write (twice the
-// freezes, syncs and wake-ups of the coordinator and the flusher), and
-// what is left is the CPU per write.
+// it) and the ideal's 4%. Without gathering, though, groups alternated
+// between 1 write and all 4,096, not cohorts: a yield puts the
+// coordinator behind every runnable writer, so after freezing the first
+// write it runs again only once all the others have written. Without
+// gathering and without the coordinator's yields before sleeping, real
+// cohorts form (1,700–1,900 writes per sync) but the coordinator sleeps
+// and is woken for almost every write: 1,428–1,486 / 1,374–1,469 ns per
+// write against 1,166–1,248 / 1,156–1,171 with whole groups (one
+// processor / two, three runs each, the logging delta). So what is left
+// is the CPU per write, not the grouping.
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
