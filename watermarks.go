@@ -364,10 +364,10 @@ func (m *watermark) raise(e uint64) wakeList {
 		// The satisfied waiters are a prefix; what is left stays sorted.
 		a := m.waiters
 		k := sort.Search(len(a), func(i int) bool { return a[i].epoch > v })
-		for _, e := range a[:k] {
-			e.w.listed = false
-			*tail = e.w
-			tail = &e.w.next
+		for _, x := range a[:k] {
+			x.w.listed = false
+			*tail = x.w
+			tail = &x.w.next
 		}
 		n := copy(a, a[k:])
 		clear(a[n:])
