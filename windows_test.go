@@ -577,3 +577,22 @@ func TestRaiseWakesExactlyTheSatisfiedWaiters(t *testing.T) {
 	}
 	require.Greater(t, sortedRaises, 1000, "raises that took a sorted prefix")
 }
+
+// Listings that each come below the last one leave the heap unsorted from
+// the third on ([1, 5, 3]): a raise must still find every satisfied waiter.
+func TestRaiseAfterListingsInReverseOrder(t *testing.T) {
+	var m watermark
+	ws := map[uint64]*waiter{}
+	for _, e := range []uint64{5, 3, 1} {
+		ws[e] = m.pool.get()
+		require.True(t, m.list(ws[e], e))
+	}
+	l := m.raise(3)
+	var woken []uint64
+	for w := l.head; w != nil; w = w.next {
+		woken = append(woken, w.epoch)
+	}
+	require.ElementsMatch(t, []uint64{1, 3}, woken)
+	require.Equal(t, uint64(5), m.minWait.Load())
+	require.True(t, ws[5].listed)
+}
