@@ -574,6 +574,9 @@ func TestGuaranteeStatsPendingAndSyncing(t *testing.T) {
 
 		releaseSync()
 		require.NoError(t, <-durable, "Flush(Durable)")
+		// The sync wakes Flush before the flusher counts the sync as
+		// over: wait for the flusher to go idle.
+		synctest.Wait()
 		st = c.Stats()
 		assert.Equal(t, 0, st.PendingFlushes, "PendingFlushes once idle")
 		assert.False(t, st.Syncing, "Syncing once idle")
