@@ -163,9 +163,12 @@ func TestGuaranteeAppliedHandleIsCoveredByTheAppliedWatermark(t *testing.T) {
 			batches = append(batches, bh)
 		}
 	}
+	allChecked := make(chan struct{})
 	// Set before Start, read by the coordinator goroutine only.
 	c.handleDone = func() {
-		checked.Add(1)
+		if checked.Add(1) == writes+batchesOf3 {
+			close(allChecked)
+		}
 		applied := c.Watermarks().Applied
 		for i, h := range handles {
 			if h.Applied() && h.epoch > applied {
@@ -191,6 +194,9 @@ func TestGuaranteeAppliedHandleIsCoveredByTheAppliedWatermark(t *testing.T) {
 		_, err := bh.Wait(ctx, Applied)
 		require.NoError(t, err, "Wait(Applied) of batch %d", i)
 	}
+	// The coordinator checks each handle right after completing it: the
+	// last check may still be running when the last wait returns.
+	await(t, "the check after every handle's completion", allChecked)
 	require.Equal(t, int64(writes+batchesOf3), checked.Load(), "handles completed")
 	if msg := bad.Load(); msg != nil {
 		t.Fatal(*msg)
