@@ -166,9 +166,7 @@ func TestGuaranteeAppliedHandleIsCoveredByTheAppliedWatermark(t *testing.T) {
 	allChecked := make(chan struct{})
 	// Set before Start, read by the coordinator goroutine only.
 	c.handleDone = func() {
-		if checked.Add(1) == writes+batchesOf3 {
-			close(allChecked)
-		}
+		n := checked.Add(1)
 		applied := c.Watermarks().Applied
 		for i, h := range handles {
 			if h.Applied() && h.epoch > applied {
@@ -181,6 +179,9 @@ func TestGuaranteeAppliedHandleIsCoveredByTheAppliedWatermark(t *testing.T) {
 				msg := fmt.Sprintf("batch %d reports Applied at epochs %v while Watermarks().Applied = %d", i, bh.epochs, applied)
 				bad.CompareAndSwap(nil, &msg)
 			}
+		}
+		if n == writes+batchesOf3 {
+			close(allChecked) // after the last check, which the test reads next
 		}
 	}
 	c.Start()
