@@ -53,6 +53,95 @@ func benchSync(f *os.File) error {
 	return f.Sync()
 }
 
+// benchPhases, when set, makes the durable benchmarks report where the
+// time between two syncs goes, as the median per sync of each phase (see
+// benchCycle):
+//
+//	go test -run '^$' -bench 'Durable$/writers=4096/' -phases .
+var benchPhases = flag.Bool("phases", false, "durable benchmarks: report the median time of each phase between two syncs")
+
+// benchCycle records the phases of the cycles between two syncs. The
+// coordinator's are taken from its Observer, so the same can be measured
+// in any embedding: wake is from the end of FlushStorage to the Synced
+// event (the flusher wakes the group in between); gather from there to
+// the next Frozen event (the writers write again, the coordinator applies
+// and freezes); handoff from Frozen to the start of FlushDelta; write is
+// FlushDelta, and sync FlushStorage. The ideal's are timed in its loop:
+// gather is taking the queued writes, write encoding and writing them.
+type benchCycle struct {
+	NopObserver
+	mu                            sync.Mutex
+	frozen, flushed, woken        time.Time // the last of each event
+	wake, gather, handoff, writes []time.Duration
+	syncs                         []time.Duration
+}
+
+func (p *benchCycle) Frozen(FlushReason, EpochRange, int, time.Duration) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.woken.IsZero() && p.frozen.Before(p.woken) { // the first freeze since
+		p.gather = append(p.gather, now.Sub(p.woken))
+	}
+	p.frozen = now
+}
+
+func (p *benchCycle) Flushed(info FlushInfo) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.frozen.IsZero() {
+		p.handoff = append(p.handoff, now.Sub(p.frozen)-info.Duration)
+	}
+	p.writes = append(p.writes, info.Duration)
+	p.flushed = now
+}
+
+func (p *benchCycle) Synced(info SyncInfo) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.flushed.After(p.woken) { // a delta was written since the last sync
+		p.wake = append(p.wake, now.Sub(p.flushed)-info.Duration)
+	}
+	p.syncs = append(p.syncs, info.Duration)
+	p.woken = now
+}
+
+// report reports the median of each phase, in microseconds.
+func (p *benchCycle) report(b *testing.B) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ph := range []struct {
+		name string
+		d    []time.Duration
+	}{{"wake", p.wake}, {"gather", p.gather}, {"handoff", p.handoff}, {"write", p.writes}, {"sync", p.syncs}} {
+		if len(ph.d) > 0 {
+			slices.Sort(ph.d)
+			b.ReportMetric(float64(ph.d[len(ph.d)/2])/1e3, ph.name+"-µs")
+		}
+	}
+}
+
+// newBenchCycle returns a benchCycle if -phases is set, else nil.
+func newBenchCycle() *benchCycle {
+	if !*benchPhases {
+		return nil
+	}
+	return new(benchCycle)
+}
+
+// observe sets cfg's Observer to p, if p is not nil.
+func (p *benchCycle) observe(cfg Config) Config {
+	if p != nil {
+		cfg.Observer = p
+	}
+	return cfg
+}
+
 // benchValue is the value of every write; writes share it so that the
 // benchmarks measure the pipeline, not the allocation of values.
 var benchValue = make([]byte, benchValueSize)
@@ -635,36 +724,38 @@ func benchDurable(b *testing.B, impl string, ctxs []context.Context) {
 	writers := len(ctxs)
 	var syncs int64
 	lat := newBenchLatencies(writers, b.N)
+	cyc := newBenchCycle()
 	switch impl {
 	case "coordinator":
-		syncs = benchDurableCoordinator(b, f, ctxs, lat)
+		syncs = benchDurableCoordinator(b, f, ctxs, lat, cyc)
 	case "coordinator-log":
-		syncs = benchDurableLog(b, f, ctxs, lat)
+		syncs = benchDurableLog(b, f, ctxs, lat, cyc)
 	case "group-fsync-ideal":
-		syncs = benchDurableGroup(b, f, writers, lat)
+		syncs = benchDurableGroup(b, f, writers, lat, cyc)
 	case "naive-fsync":
 		syncs = benchDurableNaive(b, f, writers, lat)
 	}
 	lat.report(b)
+	cyc.report(b)
 	if syncs > 0 {
 		b.ReportMetric(float64(b.N)/float64(syncs), "writes/sync")
 	}
 }
 
 // benchDurableCoordinator returns the number of fsyncs made while timing.
-func benchDurableCoordinator(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies) int64 {
+func benchDurableCoordinator(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies, cyc *benchCycle) int64 {
 	fl := &benchFlusher{f: f}
-	c := newBenchCoordinator(b, Config{}, fl)
+	c := newBenchCoordinator(b, cyc.observe(Config{}), fl)
 	defer benchStop(b, c)
 	benchWriteAndWait(b, c, ctxs, Durable, lat)
 	return fl.syncs.Load()
 }
 
 // benchDurableLog is benchDurableCoordinator with benchLogDeltas.
-func benchDurableLog(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies) int64 {
+func benchDurableLog(b *testing.B, f *os.File, ctxs []context.Context, lat benchLatencies, cyc *benchCycle) int64 {
 	bufs := new(sync.Pool)
 	fl := &benchLogFlusher{f: f, bufs: bufs}
-	c, err := New(Config{}, newBenchLogDelta, bufs, struct{}{}, fl)
+	c, err := New(cyc.observe(Config{}), newBenchLogDelta, bufs, struct{}{}, fl)
 	if err != nil {
 		b.Fatalf("New: %v", err)
 	}
@@ -678,6 +769,7 @@ func benchDurableLog(b *testing.B, f *os.File, ctxs []context.Context, lat bench
 // write queued, appends them all with one write, fsyncs once and wakes
 // their writers.
 type benchGroupSyncer struct {
+	cyc  *benchCycle // nil unless -phases
 	f    *os.File
 	wake chan struct{} // buffer of 1
 	quit chan struct{}
@@ -703,6 +795,7 @@ func (g *benchGroupSyncer) run(b *testing.B) {
 	defer close(g.done)
 	var batch []benchAck
 	var buf []byte
+	var woken time.Time // when the last group was woken; with -phases
 	for {
 		select {
 		case <-g.wake:
@@ -715,6 +808,8 @@ func (g *benchGroupSyncer) run(b *testing.B) {
 		if len(batch) == 0 {
 			continue
 		}
+		var t [4]time.Time // taken, written, synced, woken; with -phases
+		g.clock(&t[0])
 		buf = buf[:0]
 		for _, r := range batch {
 			buf = benchAppendRecord(buf, r.w)
@@ -722,18 +817,40 @@ func (g *benchGroupSyncer) run(b *testing.B) {
 		if _, err := g.f.Write(buf); err != nil {
 			b.Error(err)
 		}
+		g.clock(&t[1])
 		if err := benchSync(g.f); err != nil {
 			b.Error(err)
 		}
+		g.clock(&t[2])
 		g.syncs++
 		for _, r := range batch {
 			r.ack <- struct{}{}
 		}
+		if g.cyc != nil {
+			g.clock(&t[3])
+			p := g.cyc
+			p.mu.Lock()
+			if !woken.IsZero() {
+				p.gather = append(p.gather, t[0].Sub(woken))
+			}
+			p.writes = append(p.writes, t[1].Sub(t[0]))
+			p.syncs = append(p.syncs, t[2].Sub(t[1]))
+			p.wake = append(p.wake, t[3].Sub(t[2]))
+			p.mu.Unlock()
+			woken = t[3]
+		}
 	}
 }
 
-func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
-	g := &benchGroupSyncer{f: f, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+// clock sets *t to the time with -phases.
+func (g *benchGroupSyncer) clock(t *time.Time) {
+	if g.cyc != nil {
+		*t = time.Now()
+	}
+}
+
+func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies, cyc *benchCycle) int64 {
+	g := &benchGroupSyncer{cyc: cyc, f: f, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go g.run(b)
 	b.ResetTimer()
 	benchRun(writers, b.N, func(id, count int) {

@@ -19,6 +19,9 @@
 # ideal), p99 new/ideal, and with -b new/old throughput and p99.
 #
 # SIMSYNC passes -simsync (a sleep instead of fsync); CPU passes -test.cpu;
+# PHASES=1 passes -phases and adds each side's median phases between two
+# syncs (wake, gather, handoff, write, sync; see benchCycle in
+# bench_test.go);
 # IMPL names the coordinator's implementation in the benchmark (default
 # coordinator; coordinator-log for the delta that only logs).
 # Raw outputs, one benchstat-readable file per side, stay in $OUT (default
@@ -63,6 +66,7 @@ fi
 extra=()
 [ -n "${SIMSYNC:-}" ] && extra+=(-simsync "$SIMSYNC")
 [ -n "${CPU:-}" ] && extra+=(-test.cpu "$CPU")
+[ -n "${PHASES:-}" ] && extra+=(-phases)
 
 for r in $(seq "$rounds"); do
   for w in "${writers[@]}"; do
@@ -103,6 +107,7 @@ function add(k, v) { vals[k] = vals[k] " " v }
     if ($(i + 1) == "ns/op") ns[round, key, side] = $i
     if ($(i + 1) == "p99-ns") p99[round, key, side] = $i
     if ($(i + 1) == "writes/sync") wps[round, key, side] = $i
+    if ($(i + 1) ~ /-µs$/) { ph = $(i + 1); sub(/-µs$/, "", ph); add(key SUBSEP side SUBSEP "ph-" ph, $i) }
   }
   rounds[round] = 1
 }
@@ -139,6 +144,14 @@ END {
       if (side != "ideal" && ((key SUBSEP side SUBSEP "thr") in vals))
         printf "  | vs ideal: throughput %.3fx  p99 %.3fx", median(vals[key, side, "thr"]), median(vals[key, side, "p99r"])
       printf "\n"
+      if ((key SUBSEP side SUBSEP "ph-sync") in vals) {
+        printf "  %-5s phases (us):", side
+        split("wake gather handoff write sync", phs, " ")
+        for (j = 1; j <= 5; j++)
+          if ((key SUBSEP side SUBSEP "ph-" phs[j]) in vals)
+            printf " %s %.1f", phs[j], median(vals[key, side, "ph-" phs[j]])
+        printf "\n"
+      }
     }
     if ((key SUBSEP "nvo" SUBSEP "thr") in vals)
       printf "  new vs old: throughput %.3fx  p99 %.3fx   (per round: %s )\n", \
