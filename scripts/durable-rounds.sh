@@ -68,6 +68,7 @@ extra=()
 [ -n "${CPU:-}" ] && extra+=(-test.cpu "$CPU")
 [ -n "${PHASES:-}" ] && extra+=(-phases)
 
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for r in $(seq "$rounds"); do
   for w in "${writers[@]}"; do
     n=${#sides[@]}
@@ -84,7 +85,7 @@ for r in $(seq "$rounds"); do
         awk -v r="$r" -v side="$side" '/^BenchmarkDurable/ { print r, side, $0 }' >>"$out/rounds.txt"
     done
   done
-  echo "round $r done" >&2
+  echo "round $r done (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 done
 
 awk '
