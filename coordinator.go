@@ -428,15 +428,19 @@ type Flusher[F, S any] interface {
 // ~210 to ~70 µs at 1,024 writers, but groups shrank to 341–454 writes
 // and a write took 1,297–1,468 ns against 1,240–1,291 (three rounds, with
 // and without gathering), 1,221–1,412 against 1,090–1,149 at 4,096. Run
-// for a fixed 2,000,000 writes at 4,096 writers under the CPU profiler,
-// the coordinator's pipeline used 3.71 s of CPU and the ideal 2.70 s
-// (1.85 and 1.35 µs per write, 0.73×), while their throughputs were
-// 1,215 and 893 ns per write (0.735×), both keeping ~130% of the two
-// processors busy: throughput follows CPU per write. Of the 0.5 µs, the
-// writers take 0.36 (writing: the handle's allocation 0.07, the queue
-// 0.035 more than the ideal's append; waiting, beyond the park itself:
-// ~0.25, reading the handle after the wake-up and the pooled waiter's
-// lines), the coordinator goroutine 0.10, the flusher 0.01. Also dropped:
+// for a fixed 2,000,000 writes at 4,096 writers (three runs alternating
+// with the ideal, /usr/bin/time), the coordinator's pipeline used
+// 3.14–3.17 s of CPU and the ideal 2.45–2.67 s (0.81×, median of the
+// per-run ratios; each includes the benchmark's own setup and its sort of
+// the latencies, ~0.15 s), while their throughputs were 937–968 and 735–768 ns
+// per write (0.79×), both keeping 125–142% of the two processors busy:
+// throughput follows CPU per write. Of the ~0.35 µs per write (CPU
+// profiles of the same runs), the writers take 0.32 (writing 0.215 µs
+// against the ideal's append at 0.05, the handle's allocation 0.055 of
+// it; waiting 0.34 against the ideal's channel receive at 0.195: reading
+// the handle after the wake-up, the pooled waiter), the coordinator
+// goroutine 0.09, and the flusher 0.065 less than the ideal's goroutine
+// (half as many syncs). Also dropped:
 // a WriteAndWait that recycles its handle, with a waiter of its own (no
 // allocation per write; 4,096 writers 1,133–1,236 against 1,081–1,155 ns,
 // four rounds: a recycled handle's lines are colder than a new one's);
