@@ -454,6 +454,17 @@ type Flusher[F, S any] interface {
 // gathering going one yield longer, and that pays; and gathering without
 // its time bound (4,096 writers: p99 11.6–12.5 against 10.0–10.6 ms,
 // throughput -3%, four rounds).
+//
+// Fewer cache lines per write. A writer woken at its Durable watermark
+// after its waiter was moved there read its handle to learn the write's
+// error and epoch, a line the coordinator wrote last on the other
+// processor (0.11 of the 0.19 s the CPU profile put in WriteHandle.Wait
+// itself, 2,000,000 writes at 4,096 writers). The move is now recorded in
+// the waiter, which the woken writer reads anyway: moved and the watermark
+// at or past the waiter's epoch means applied without error and durable,
+// so the handle is read only for the result (nothing when R is empty).
+// Six interleaved rounds: +3.0% at 4,096 and +2.9% at 1,024 writers,
+// +7.9% at 256, p99 -3% to -10%.
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline

@@ -43,7 +43,11 @@ func (c *completion) completeAt(e uint64) {
 	for w := c.waiters; w != nil; {
 		next := w.next
 		w.next = nil
-		if w.then == nil || e == 0 || !w.then.list(w, e) {
+		// moved is written before the listing that publishes w to then's
+		// signaller, so the woken waiter reads it after its signal.
+		w.moved = w.then != nil && e != 0
+		if !w.moved || !w.then.list(w, e) {
+			w.moved = false
 			w.next = wake
 			wake = w
 		}
@@ -63,8 +67,11 @@ func (c *completion) done() bool { return c.flags.Load()&completionDone != 0 }
 // wait blocks until complete was called or ctx is done. With then set,
 // a waiter still parked when the write is applied moves on to wait at then
 // (see completeAt); the caller's wait at then is over at once unless ctx
-// ended.
-func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) error {
+// ended. wait reports served when it was moved and then reached the
+// write's epoch: the write was applied without error and its wait at then
+// is over, so the caller need not read what the coordinator wrote into the
+// handle (a cache line another processor wrote last) to know it.
+func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) (served bool, err error) {
 	// The coordinator usually completes a handle within a microsecond of
 	// the write being queued; yielding a few times first is cheaper than
 	// parking and being woken, unless yields are slow (see
@@ -90,10 +97,10 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 		}
 	}
 	if c.done() {
-		return nil
+		return false, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return err // given up already: not listed, so never moved to then
+		return false, err // given up already: not listed, so never moved to then
 	}
 	w := p.waiters.get()
 	w.then = then
@@ -107,12 +114,14 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 		c.removeLocked(w)
 		c.mu.Unlock()
 		p.waiters.put(w)
-		return nil
+		return false, nil
 	}
 	c.mu.Unlock()
 	if w.park(ctx) {
+		// Signalled by then's raise (or fail) if moved, by complete if not.
+		served = w.moved && then.v.Load() >= w.epoch
 		p.waiters.put(w)
-		return nil
+		return served, nil
 	}
 	c.mu.Lock()
 	listed := c.removeLocked(w)
@@ -124,9 +133,9 @@ func (c *completion) wait(ctx context.Context, then *watermark, p *pipeline) err
 	}
 	p.waiters.put(w)
 	if c.done() {
-		return nil
+		return false, nil
 	}
-	return ctx.Err()
+	return false, ctx.Err()
 }
 
 // removeLocked unlinks w if it is still listed and reports whether it was.
@@ -163,7 +172,7 @@ type WriteHandle[R any] struct {
 // [*ApplyError]. If the write was never applied (the coordinator failed or
 // stopped first) the epoch is 0 and the error says why.
 func (h *WriteHandle[R]) Epoch(ctx context.Context) (uint64, error) {
-	if err := h.done.wait(ctx, nil, h.p); err != nil {
+	if _, err := h.done.wait(ctx, nil, h.p); err != nil {
 		return 0, fmt.Errorf("coordinator: waiting for epoch: %w", err)
 	}
 	return h.epoch, h.err
@@ -188,8 +197,12 @@ func (h *WriteHandle[R]) Wait(ctx context.Context, level Durability) (R, error) 
 	if level > Applied {
 		then = h.p.marks.get(level)
 	}
-	if err := h.done.wait(ctx, then, h.p); err != nil {
+	served, err := h.done.wait(ctx, then, h.p)
+	if err != nil {
 		return zero, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
+	}
+	if served {
+		return h.result, nil
 	}
 	if h.err != nil {
 		return h.result, h.err
@@ -243,7 +256,7 @@ type BatchHandle[R any] struct {
 
 // Epochs waits until the batch is applied and returns its epoch range.
 func (h *BatchHandle[R]) Epochs(ctx context.Context) (EpochRange, error) {
-	if err := h.done.wait(ctx, nil, h.p); err != nil {
+	if _, err := h.done.wait(ctx, nil, h.p); err != nil {
 		return EpochRange{}, fmt.Errorf("coordinator: waiting for epochs: %w", err)
 	}
 	return h.epochs, h.err
@@ -258,7 +271,7 @@ func (h *BatchHandle[R]) Wait(ctx context.Context, level Durability) ([]Result[R
 	if !level.valid() {
 		return nil, fmt.Errorf("coordinator: invalid durability level %d", uint8(level))
 	}
-	if err := h.done.wait(ctx, nil, h.p); err != nil {
+	if _, err := h.done.wait(ctx, nil, h.p); err != nil {
 		return nil, fmt.Errorf("coordinator: waiting for %v: %w", level, err)
 	}
 	if h.err != nil {

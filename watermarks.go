@@ -80,6 +80,9 @@ type waiter struct {
 	// then is the watermark a waiter on a write handle moves to when the
 	// write is applied, instead of waking (see completion.completeAt).
 	then *watermark
+	// moved is set while the waiter is listed at then (completeAt), and
+	// read by the waiter once signalled.
+	moved bool
 }
 
 // waiterPool recycles the waiters of one coordinator, so that waiting
@@ -98,7 +101,7 @@ func (wp *waiterPool) get() *waiter {
 // put recycles w. Only call it once w can no longer be signalled and its
 // signal, if any, was received.
 func (wp *waiterPool) put(w *waiter) {
-	w.next, w.then = nil, nil
+	w.next, w.then, w.moved = nil, nil, false
 	if wp != nil {
 		wp.pool.Put(w)
 	}
