@@ -704,7 +704,7 @@ func benchBusy(n int) (stop func()) {
 // ideal does (see benchLogDelta).
 func BenchmarkDurable(b *testing.B) {
 	for _, writers := range []int{1, 16, 256, 1024, 4096} {
-		for _, impl := range []string{"coordinator", "coordinator-log", "group-fsync-ideal", "naive-fsync"} {
+		for _, impl := range []string{"coordinator", "coordinator-log", "sequenced-ideal", "group-fsync-ideal", "naive-fsync"} {
 			if impl == "naive-fsync" && writers > 256 {
 				continue
 			}
@@ -732,6 +732,8 @@ func benchDurable(b *testing.B, impl string, ctxs []context.Context) {
 		syncs = benchDurableLog(b, f, ctxs, lat, cyc)
 	case "group-fsync-ideal":
 		syncs = benchDurableGroup(b, f, writers, lat, cyc)
+	case "sequenced-ideal":
+		syncs = benchDurableSequenced(b, f, writers, lat)
 	case "naive-fsync":
 		syncs = benchDurableNaive(b, f, writers, lat)
 	}
@@ -852,20 +854,139 @@ func (g *benchGroupSyncer) clock(t *time.Time) {
 func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies, cyc *benchCycle) int64 {
 	g := &benchGroupSyncer{cyc: cyc, f: f, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go g.run(b)
+	benchSubmitAndWait(b, writers, lat, g.submit)
+	close(g.quit)
+	<-g.done
+	return g.syncs
+}
+
+// benchSequencer is the ideal group commit with the coordinator's shape:
+// writers queue under a lock and wake one sequencing goroutine, which
+// appends each write's record to the open group (the logging delta's
+// work) and hands the group to a syncing goroutine whenever that one is
+// idle; the syncer appends the group with one write, fsyncs once and wakes
+// its writers. It is the least a pipeline of two goroutines between the
+// writers and the disk can cost, with nothing the coordinator adds to that
+// shape (handles, epochs, watermarks, views, budgets, pausing): set beside
+// group-fsync-ideal, it tells the cost of the shape from the cost of the
+// coordinator's implementation of it.
+type benchSequencer struct {
+	f     *os.File
+	wake  chan struct{} // buffer of 1: writes are pending
+	idle  chan struct{} // buffer of 1: the syncer finished a group
+	next  chan *benchSeqGroup
+	free  chan *benchSeqGroup // recycled groups
+	quit  chan struct{}
+	done  chan struct{}
+	synct chan struct{} // closed when the syncer exits
+
+	mu      sync.Mutex
+	pending []benchAck // protected by mu
+
+	syncs int64 // written by the syncer, read after it exits
+}
+
+type benchSeqGroup struct {
+	buf  []byte
+	acks []chan struct{}
+}
+
+func (s *benchSequencer) submit(r benchAck) {
+	s.mu.Lock()
+	s.pending = append(s.pending, r)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sequence is the sequencing goroutine.
+func (s *benchSequencer) sequence() {
+	defer close(s.done)
+	defer close(s.next)
+	var batch []benchAck
+	g := new(benchSeqGroup)
+	syncerIdle := true
+	for {
+		select {
+		case <-s.wake:
+		case <-s.idle:
+			syncerIdle = true
+		case <-s.quit:
+			return
+		}
+		s.mu.Lock()
+		batch, s.pending = s.pending, batch[:0]
+		s.mu.Unlock()
+		for _, r := range batch {
+			g.buf = benchAppendRecord(g.buf, r.w)
+			g.acks = append(g.acks, r.ack)
+		}
+		if syncerIdle && len(g.acks) > 0 {
+			s.next <- g // buffer of 1, and the syncer has taken the last one
+			syncerIdle = false
+			select {
+			case g = <-s.free:
+				g.buf, g.acks = g.buf[:0], g.acks[:0]
+			default:
+				g = new(benchSeqGroup)
+			}
+		}
+	}
+}
+
+// syncGroups is the syncing goroutine.
+func (s *benchSequencer) syncGroups(b *testing.B) {
+	defer close(s.synct)
+	for g := range s.next {
+		if _, err := s.f.Write(g.buf); err != nil {
+			b.Error(err)
+		}
+		if err := benchSync(s.f); err != nil {
+			b.Error(err)
+		}
+		s.syncs++
+		for _, ack := range g.acks {
+			ack <- struct{}{}
+		}
+		select {
+		case s.free <- g:
+		default:
+		}
+		s.idle <- struct{}{} // buffer of 1: taken before the next group comes
+	}
+}
+
+func benchDurableSequenced(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
+	s := &benchSequencer{
+		f: f, wake: make(chan struct{}, 1), idle: make(chan struct{}, 1),
+		next: make(chan *benchSeqGroup, 1), free: make(chan *benchSeqGroup, 2),
+		quit: make(chan struct{}), done: make(chan struct{}), synct: make(chan struct{}),
+	}
+	go s.sequence()
+	go s.syncGroups(b)
+	benchSubmitAndWait(b, writers, lat, s.submit)
+	close(s.quit)
+	<-s.done
+	<-s.synct
+	return s.syncs
+}
+
+// benchSubmitAndWait times writers writers, each submitting its writes
+// one at a time with submit and waiting for the acknowledgement.
+func benchSubmitAndWait(b *testing.B, writers int, lat benchLatencies, submit func(benchAck)) {
 	b.ResetTimer()
 	benchRun(writers, b.N, func(id, count int) {
 		ack := make(chan struct{}, 1)
 		for i := range count {
 			start := time.Now()
-			g.submit(benchAck{w: benchWriteOf(id, i), ack: ack})
+			submit(benchAck{w: benchWriteOf(id, i), ack: ack})
 			<-ack
 			lat[id] = append(lat[id], time.Since(start))
 		}
 	})
 	b.StopTimer()
-	close(g.quit)
-	<-g.done
-	return g.syncs
 }
 
 func benchDurableNaive(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {

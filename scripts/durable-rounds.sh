@@ -11,8 +11,9 @@
 #   CPU=1,2,4 scripts/durable-rounds.sh 5 1s 256
 #
 # Sides: "ideal" (group-fsync-ideal) and "new" (the coordinator of the
-# working tree, or of NEW_REV with -n) and, with -b, "old" (the coordinator
-# of BASE_REV). A revision is built with the working tree's bench_test.go,
+# working tree, or of NEW_REV with -n), with -b "old" (the coordinator
+# of BASE_REV), and with SEQ=1 "seq" (sequenced-ideal: the ideal with the
+# coordinator's two goroutines between writers and disk). A revision is built with the working tree's bench_test.go,
 # so that every side runs the same benchmark. Per writer count (and -cpu value) it prints the median ns/op,
 # p99 and writes/sync of each side and the medians of the per-round ratios:
 # throughput new/ideal (ideal ns/op / new ns/op; above 1 is faster than the
@@ -60,8 +61,9 @@ fi
 sides=(ideal new)
 if [ -n "$base" ]; then
   build "$base" old
-  sides=(ideal new old)
+  sides+=(old)
 fi
+[ -n "${SEQ:-}" ] && sides+=(seq)
 
 extra=()
 [ -n "${SIMSYNC:-}" ] && extra+=(-simsync "$SIMSYNC")
@@ -77,6 +79,7 @@ for r in $(seq "$rounds"); do
       bin=$out/new.test impl=${IMPL:-coordinator}
       case $side in
       ideal) impl=group-fsync-ideal ;;
+      seq) impl=sequenced-ideal ;;
       old) bin=$out/old.test ;;
       esac
       "$bin" -test.run '^$' -test.bench "^BenchmarkDurable\$/^writers=$w\$/^impl=$impl\$" \
@@ -96,6 +99,7 @@ function median(list,    a, n, i, j, t) {
   return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 function add(k, v) { vals[k] = vals[k] " " v }
+BEGIN { split("ideal new old seq", names, " ") }
 {
   round = $1; side = $2; name = $3
   # BenchmarkDurable/writers=W/impl=X-C: the key is writers=W with the -cpu suffix.
@@ -116,16 +120,16 @@ END {
   for (k = 1; k <= nkeys; k++) {
     key = keys[k]
     for (round in rounds) {
-      for (s = 1; s <= 3; s++) {
-        side = s == 1 ? "ideal" : s == 2 ? "new" : "old"
+      for (s = 1; s <= 4; s++) {
+        side = names[s]
         if ((round, key, side) in ns) {
           add(key SUBSEP side SUBSEP "ns", ns[round, key, side])
           add(key SUBSEP side SUBSEP "p99", p99[round, key, side] / 1000)
           add(key SUBSEP side SUBSEP "wps", wps[round, key, side])
         }
       }
-      for (s = 2; s <= 3; s++) {
-        side = s == 2 ? "new" : "old"
+      for (s = 2; s <= 4; s++) {
+        side = names[s]
         if (((round, key, side) in ns) && ((round, key, "ideal") in ns)) {
           add(key SUBSEP side SUBSEP "thr", ns[round, key, "ideal"] / ns[round, key, side])
           add(key SUBSEP side SUBSEP "p99r", p99[round, key, side] / p99[round, key, "ideal"])
@@ -137,8 +141,8 @@ END {
       }
     }
     printf "%s (medians of %d rounds)\n", key, length(rounds)
-    for (s = 1; s <= 3; s++) {
-      side = s == 1 ? "ideal" : s == 2 ? "new" : "old"
+    for (s = 1; s <= 4; s++) {
+      side = names[s]
       if (!((key SUBSEP side SUBSEP "ns") in vals)) continue
       printf "  %-5s ns/op %9.0f  p99 %8.1f us  writes/sync %6.1f", side, \
         median(vals[key, side, "ns"]), median(vals[key, side, "p99"]), median(vals[key, side, "wps"])
@@ -159,5 +163,7 @@ END {
         median(vals[key, "nvo", "thr"]), median(vals[key, "nvo", "p99r"]), vals[key, "nvo", "thr"]
     if ((key SUBSEP "new" SUBSEP "thr") in vals)
       printf "  per-round throughput new/ideal:%s\n", vals[key, "new", "thr"]
+    if ((key SUBSEP "seq" SUBSEP "thr") in vals)
+      printf "  per-round throughput seq/ideal:%s\n", vals[key, "seq", "thr"]
   }
 }' "$out/rounds.txt" | tee "$out/summary.txt"
