@@ -465,6 +465,27 @@ type Flusher[F, S any] interface {
 // so the handle is read only for the result (nothing when R is empty).
 // Six interleaved rounds: +3.0% at 4,096 and +2.9% at 1,024 writers,
 // +7.9% at 256, p99 -3% to -10%.
+//
+// The shape's own curve. BenchmarkDurable's sequenced-ideal is the ideal
+// group fsync with this pipeline's shape and nothing else: writers wake a
+// sequencing goroutine, which hands groups to a syncing one whenever it is
+// idle. With a real fsync it falls as writers grow just as the coordinator
+// does (1.03, 0.98, 0.85, 0.79, 0.70 of group-fsync-ideal at 1, 16, 256,
+// 1,024 and 4,096 writers; the coordinator with the logging delta 1.00,
+// 1.80, 1.01, 0.82, 0.73; five interleaved rounds), and uses more CPU
+// (4,096 writers: 3.02–3.15 s per 2,000,000 writes against 2.90–2.92 s
+// and the ideal's 2.32–2.45 s), mostly in waking the sequencer. With a
+// 1 ms simulated sync its cohorts reach 1.21x at 4,096 writers against
+// the coordinator's 0.93x (below that, whole groups win: 1.89x against
+// 0.97x at 16). Cohorts in the coordinator were tried again there:
+// gathering skipped when the returning writers would take longer than a
+// sync, and sleeping instead of yielding before sleeping, gave 2,110
+// writes per sync and 1,192 against 1,046 ns per write (three rounds); a
+// round of one or two writes (1,309 rounds and 490 sleeps per sync,
+// against 12 and 1.6 with whole groups) costs more than the sequencer's
+// wake-up. Batching the applies while the flusher is busy is the lead
+// left; it changes the sleeping protocol and when a write nobody waits for
+// is applied.
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
