@@ -483,9 +483,15 @@ type Flusher[F, S any] interface {
 // writes per sync and 1,192 against 1,046 ns per write (three rounds); a
 // round of one or two writes (1,309 rounds and 490 sleeps per sync,
 // against 12 and 1.6 with whole groups) costs more than the sequencer's
-// wake-up. Batching the applies while the flusher is busy is the lead
-// left; it changes the sleeping protocol and when a write nobody waits for
-// is applied.
+// wake-up. Batching the applies while the flusher is busy (after a
+// gathering that ran into its time bound, the next freezes skip
+// gathering and the coordinator dozes: a write wakes it only as the 64th
+// queued on its channel, at half its capacity or with the flusher idle; a
+// wait for Applied at once) formed cohorts too (2,212 writes per sync)
+// and measured, four interleaved rounds against the code without it: 1 ms
+// sync 1.03x at 4,096 writers, 0.97x at 1,024, 0.98x at 256; fsync 0.95x,
+// 1.00x, 0.98x. Not kept; it also delays a write nobody waits for until
+// the flusher is idle.
 type Coordinator[W, R, FV, DV, S any] struct {
 	cfg      Config
 	p        *pipeline
