@@ -865,10 +865,10 @@ func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies
 // appends each write's record to the open group (the logging delta's
 // work) and hands the group to a syncing goroutine whenever that one is
 // idle; the syncer appends the group with one write, fsyncs once and wakes
-// its writers. It is the least a pipeline of two goroutines between the
-// writers and the disk can cost, with nothing the coordinator adds to that
+// its writers. It is the simplest pipeline with two goroutines between
+// the writers and the disk, with nothing the coordinator adds to that
 // shape (handles, epochs, watermarks, views, budgets, pausing): set beside
-// group-fsync-ideal, it tells the cost of the shape from the cost of the
+// group-fsync-ideal, it shows what the shape itself costs, apart from the
 // coordinator's implementation of it.
 type benchSequencer struct {
 	f     *os.File
