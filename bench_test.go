@@ -771,26 +771,43 @@ func benchDurableLog(b *testing.B, f *os.File, ctxs []context.Context, lat bench
 // write queued, appends them all with one write, fsyncs once and wakes
 // their writers.
 type benchGroupSyncer struct {
+	benchQueue
 	cyc  *benchCycle // nil unless -phases
 	f    *os.File
-	wake chan struct{} // buffer of 1
 	quit chan struct{}
 	done chan struct{}
-
-	mu      sync.Mutex
-	pending []benchAck // protected by mu
 
 	syncs int64
 }
 
-func (g *benchGroupSyncer) submit(r benchAck) {
-	g.mu.Lock()
-	g.pending = append(g.pending, r)
-	g.mu.Unlock()
+// benchQueue is the ideals' queue: writers append under a lock and wake
+// the one goroutine that takes them.
+type benchQueue struct {
+	wake chan struct{} // buffer of 1: writes are pending
+
+	mu      sync.Mutex
+	pending []benchAck // protected by mu
+}
+
+func newBenchQueue() benchQueue { return benchQueue{wake: make(chan struct{}, 1)} }
+
+func (q *benchQueue) submit(r benchAck) {
+	q.mu.Lock()
+	q.pending = append(q.pending, r)
+	q.mu.Unlock()
 	select {
-	case g.wake <- struct{}{}:
+	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// take returns the pending writes and leaves buf, emptied, in their place.
+func (q *benchQueue) take(buf []benchAck) []benchAck {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	batch := q.pending
+	q.pending = buf[:0]
+	return batch
 }
 
 func (g *benchGroupSyncer) run(b *testing.B) {
@@ -804,9 +821,7 @@ func (g *benchGroupSyncer) run(b *testing.B) {
 		case <-g.quit:
 			return
 		}
-		g.mu.Lock()
-		batch, g.pending = g.pending, batch[:0]
-		g.mu.Unlock()
+		batch = g.take(batch)
 		if len(batch) == 0 {
 			continue
 		}
@@ -852,7 +867,7 @@ func (g *benchGroupSyncer) clock(t *time.Time) {
 }
 
 func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies, cyc *benchCycle) int64 {
-	g := &benchGroupSyncer{cyc: cyc, f: f, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	g := &benchGroupSyncer{benchQueue: newBenchQueue(), cyc: cyc, f: f, quit: make(chan struct{}), done: make(chan struct{})}
 	go g.run(b)
 	benchSubmitAndWait(b, writers, lat, g.submit)
 	close(g.quit)
@@ -871,8 +886,8 @@ func benchDurableGroup(b *testing.B, f *os.File, writers int, lat benchLatencies
 // group-fsync-ideal, it shows what the shape itself costs, apart from the
 // coordinator's implementation of it.
 type benchSequencer struct {
+	benchQueue
 	f     *os.File
-	wake  chan struct{} // buffer of 1: writes are pending
 	idle  chan struct{} // buffer of 1: the syncer finished a group
 	next  chan *benchSeqGroup
 	free  chan *benchSeqGroup // recycled groups
@@ -880,25 +895,12 @@ type benchSequencer struct {
 	done  chan struct{}
 	synct chan struct{} // closed when the syncer exits
 
-	mu      sync.Mutex
-	pending []benchAck // protected by mu
-
 	syncs int64 // written by the syncer, read after it exits
 }
 
 type benchSeqGroup struct {
 	buf  []byte
 	acks []chan struct{}
-}
-
-func (s *benchSequencer) submit(r benchAck) {
-	s.mu.Lock()
-	s.pending = append(s.pending, r)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 }
 
 // sequence is the sequencing goroutine.
@@ -916,9 +918,7 @@ func (s *benchSequencer) sequence() {
 		case <-s.quit:
 			return
 		}
-		s.mu.Lock()
-		batch, s.pending = s.pending, batch[:0]
-		s.mu.Unlock()
+		batch = s.take(batch)
 		for _, r := range batch {
 			g.buf = benchAppendRecord(g.buf, r.w)
 			g.acks = append(g.acks, r.ack)
@@ -960,7 +960,7 @@ func (s *benchSequencer) syncGroups(b *testing.B) {
 
 func benchDurableSequenced(b *testing.B, f *os.File, writers int, lat benchLatencies) int64 {
 	s := &benchSequencer{
-		f: f, wake: make(chan struct{}, 1), idle: make(chan struct{}, 1),
+		benchQueue: newBenchQueue(), f: f, idle: make(chan struct{}, 1),
 		next: make(chan *benchSeqGroup, 1), free: make(chan *benchSeqGroup, 2),
 		quit: make(chan struct{}), done: make(chan struct{}), synct: make(chan struct{}),
 	}
