@@ -91,13 +91,7 @@ for r in $(seq "$rounds"); do
   echo "round $r done (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 done
 
-awk '
-function median(list,    a, n, i, j, t) {
-  n = split(list, a, " ")
-  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-  if (n == 0) return "-"
-  return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk -f "$(dirname "$0")/median.awk" -f /dev/stdin "$out/rounds.txt" <<'AWK' | tee "$out/summary.txt"
 function add(k, v) { vals[k] = vals[k] " " v }
 BEGIN { split("ideal new old seq", names, " ") }
 {
@@ -166,4 +160,5 @@ END {
     if ((key SUBSEP "seq" SUBSEP "thr") in vals)
       printf "  per-round throughput seq/ideal:%s\n", vals[key, "seq", "thr"]
   }
-}' "$out/rounds.txt" | tee "$out/summary.txt"
+}
+AWK
